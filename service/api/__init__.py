@@ -1,0 +1,1 @@
+"""HTTP surface: aiohttp handlers, authentication, the error envelope and the request size limit."""

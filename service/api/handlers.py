@@ -1,0 +1,126 @@
+"""The v4 schedules endpoints. Each handler reads, validates, calls the store once, and answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from service.api import keys
+from service.domain import errors, models, schedules, timing, types
+
+PAGE_SIZE = 50
+
+routes = web.RouteTableDef()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+async def _json_body(request: web.Request) -> Any:
+    """The body as JSON whatever the Content-Type: the seed's own PUT example sends form-urlencoded JSON."""
+    raw = await request.read()  # aiohttp answers 413 past client_max_size
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+        raise errors.InvalidParameter(f"body: request data is not JSON ({detail})") from None
+
+
+def _schedule_id(request: web.Request) -> types.ScheduleId:
+    """A malformed id names no task: 404, exactly like an unknown one."""
+    try:
+        return types.ScheduleId(uuid.UUID(request.match_info["schedule_id"]))
+    except ValueError:
+        raise errors.ScheduleNotFound() from None
+
+
+def _app_zone(app: types.App) -> dt.tzinfo:
+    return timing.load_zone(app.time_zone)
+
+
+def _ok(payload: Any) -> web.Response:
+    return web.json_response(payload, dumps=lambda value: json.dumps(value, ensure_ascii=False))
+
+
+@routes.post("/v4/schedules")
+async def create_schedule(request: web.Request) -> web.Response:
+    app = keys.current_app(request)
+    raw = await _json_body(request)
+    body: models.ScheduleCreate = models.parse(models.ScheduleCreate, raw)
+    now = _now()
+    values = schedules.values_for_create(
+        body, raw["push"], _app_zone(app), now, request.app[keys.WAVE_OFFSETS]
+    )
+    schedule_id, name = await request.app[keys.STORE].create_schedule(app.app_key, values, body.cid, now)
+    return _ok({"schedule_id": str(schedule_id), "name": name})
+
+
+@routes.get("/v4/schedules")
+async def list_schedules(request: web.Request) -> web.Response:
+    app = keys.current_app(request)
+    page_text = request.query.get("page", "1")
+    if not page_text.isascii() or not page_text.isdigit() or int(page_text) < 1:
+        raise errors.InvalidParameter(f'page: must be a positive integer, got "{page_text}"')
+    page = int(page_text)
+    total, found = await request.app[keys.STORE].list_schedules(
+        app.app_key, _now(), PAGE_SIZE, (page - 1) * PAGE_SIZE
+    )
+    return _ok(
+        {
+            "total_count": total,
+            "total_pages": math.ceil(total / PAGE_SIZE),
+            "page": page,
+            "schedules": [schedule.to_wire() for schedule in found],
+        }
+    )
+
+
+@routes.get("/v4/schedules/{schedule_id}")
+async def get_schedule(request: web.Request) -> web.Response:
+    app = keys.current_app(request)
+    schedule = await request.app[keys.STORE].get_schedule(app.app_key, _schedule_id(request), _now())
+    if schedule is None:
+        raise errors.ScheduleNotFound()
+    return _ok(schedule.to_wire())
+
+
+@routes.put("/v4/schedules/{schedule_id}")
+async def update_schedule(request: web.Request) -> web.Response:
+    app = keys.current_app(request)
+    schedule_id = _schedule_id(request)
+    raw = await _json_body(request)
+    body: models.ScheduleUpdate = models.parse(models.ScheduleUpdate, raw)
+    now = _now()
+    zone, offsets = _app_zone(app), request.app[keys.WAVE_OFFSETS]
+    updated = await request.app[keys.STORE].update_schedule(
+        app.app_key,
+        schedule_id,
+        now,
+        lambda current: schedules.values_for_update(current, body, raw, zone, now, offsets),
+    )
+    return _ok(updated.to_wire())
+
+
+@routes.delete("/v4/schedules/{schedule_id}")
+async def delete_schedule(request: web.Request) -> web.Response:
+    app = keys.current_app(request)
+    if not await request.app[keys.STORE].delete_schedule(app.app_key, _schedule_id(request), _now()):
+        raise errors.ScheduleNotFound()
+    return web.Response(status=200)
+
+
+@routes.get("/v4/schedules/{schedule_id}/msg-ids")
+@routes.get("/v4/schedules/{schedule_id}/msg_ids")
+async def schedule_msg_ids(request: web.Request) -> web.Response:
+    app = keys.current_app(request)
+    msg_ids = await request.app[keys.STORE].sent_msg_ids(app.app_key, _schedule_id(request))
+    if msg_ids is None:
+        raise errors.ScheduleNotFound()
+    # MsgIds repeats the list: EngageLab's published SDKs read that key.
+    return _ok({"count": len(msg_ids), "msgids": msg_ids, "MsgIds": msg_ids})

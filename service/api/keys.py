@@ -1,0 +1,17 @@
+"""Typed application keys: the one place that says what the aiohttp app carries."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.domain import types
+from service.store import database
+
+STORE = web.AppKey("store", database.Store)
+WAVE_OFFSETS = web.AppKey("wave_offsets", tuple)
+# Request-scoped: the authenticated app, set by the auth middleware.
+CURRENT_APP = "current_app"
+
+
+def current_app(request: web.Request) -> types.App:
+    return request[CURRENT_APP]

@@ -1,0 +1,52 @@
+"""App credentials: generation and a constant-time check against the stored digest.
+
+The master secret is 32 random bytes (URL-safe base64), so a plain SHA-256 digest is enough: nothing can
+be guessed back from it, and it is cheap enough to check on every request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+
+# Compared against when the app key is unknown, so a wrong key costs the same as a wrong secret.
+_DECOY_DIGEST = hashlib.sha256(b"no such app").digest()
+
+
+def new_app_key() -> str:
+    return secrets.token_hex(12)
+
+
+def new_master_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def digest(master_secret: str) -> bytes:
+    return hashlib.sha256(master_secret.encode("utf-8")).digest()
+
+
+def secret_matches(master_secret: str, stored_digest: bytes | None) -> bool:
+    """Constant-time comparison; `stored_digest` None (unknown app) still does the same work and fails."""
+    expected = stored_digest if stored_digest is not None else _DECOY_DIGEST
+    matches = hmac.compare_digest(digest(master_secret), expected)
+    return matches and stored_digest is not None
+
+
+def parse_basic(header: str | None) -> tuple[str, str] | None:
+    """`Basic base64(app_key:master_secret)` -> (app_key, master_secret); None when malformed."""
+    if not header:
+        return None
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded.strip():
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    app_key, separator, master_secret = decoded.partition(":")
+    if not separator or not app_key or not master_secret:
+        return None
+    return app_key, master_secret

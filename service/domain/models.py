@@ -1,0 +1,284 @@
+"""Pydantic models of the v4 wire objects, and the rendering of their errors into one clear message.
+
+The push object is validated here but stored and forwarded exactly as the client sent it: unknown inner
+fields are kept (`extra="allow"`), and the models are only a check, never a re-serialization.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any
+
+import pydantic
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from service.domain import errors, timing
+
+MAX_NAME_BYTES = 255
+MAX_CID_BYTES = 255
+MAX_PAYLOAD_BYTES = 4000
+MAX_TIME_TO_LIVE = 1_296_000
+PLATFORMS = ("android", "ios", "hmos", "web")
+CONTENT_FIELDS = ("notification", "message", "live_activity", "voip")
+
+# Letters of any script (CJK included), digits and underscore, with spaces allowed only between them:
+# the seed's own examples ("schedule push example") use inner spaces.
+_NAME_SHAPE = re.compile(r"[^\W]([^\W]| )*", re.UNICODE)
+
+
+def _invalid(message: str) -> PydanticCustomError:
+    return PydanticCustomError("invalid", message)
+
+
+def _check_name(value: str) -> str:
+    size = len(value.encode("utf-8"))
+    if size == 0:
+        raise _invalid("must not be empty")
+    if size > MAX_NAME_BYTES:
+        raise _invalid(f"must be at most {MAX_NAME_BYTES} UTF-8 bytes, got {size}")
+    if not _NAME_SHAPE.fullmatch(value) or value.endswith(" "):
+        raise _invalid(
+            f'may hold only letters, digits, underscores and inner spaces, got "{value}"'
+        )
+    return value
+
+
+def _check_cid(value: str) -> str:
+    size = len(value.encode("utf-8"))
+    if not 1 <= size <= MAX_CID_BYTES:
+        raise _invalid(f"must be 1..{MAX_CID_BYTES} UTF-8 bytes, got {size}")
+    return value
+
+
+def _check_wall_time(value: str) -> str:
+    try:
+        timing.parse_wall_time(value)
+    except ValueError as exc:
+        raise _invalid(str(exc)) from None
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+WallTime = Annotated[str, AfterValidator(_check_wall_time)]
+StringList = list[str]
+
+
+class _Strict(BaseModel):
+    """Wire objects we own: no unknown fields, no type coercion ("1" is not 1, 1 is not true)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _Open(BaseModel):
+    """Push objects: checked strictly but open, because unknown inner fields are forwarded to the push API."""
+
+    model_config = ConfigDict(extra="allow", strict=True, populate_by_name=True)
+
+
+class SingleTrigger(_Strict):
+    time: WallTime
+    zone_type: int = 1
+
+    @field_validator("zone_type")
+    @classmethod
+    def _known_zone_type(cls, value: int) -> int:
+        if value not in (1, 2):
+            raise _invalid(f"must be 1 (app time zone) or 2 (terminal time zone), got {value}")
+        return value
+
+
+class Trigger(_Strict):
+    single: SingleTrigger | None = None
+    periodical: Any = None
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> Trigger:
+        if self.periodical is not None:
+            raise PydanticCustomError("periodical", "periodical triggers are not supported yet")
+        if self.single is None:
+            raise _invalid("must hold exactly one of single, periodical")
+        return self
+
+    def to_wire(self) -> dict[str, Any]:
+        """The trigger as stored and echoed: zone_type always present (absent on input means 1)."""
+        assert self.single is not None
+        return {"single": {"time": self.single.time, "zone_type": self.single.zone_type}}
+
+
+class Audience(_Open):
+    registration_id: Annotated[StringList, Field(max_length=1000)] | None = None
+    alias: Annotated[StringList, Field(max_length=1000)] | None = None
+    tag: Annotated[StringList, Field(max_length=20)] | None = None
+    tag_and: Annotated[StringList, Field(max_length=20)] | None = None
+    tag_not: Annotated[StringList, Field(max_length=20)] | None = None
+    seg: Any = None
+    live_activity_id: str | None = None
+
+    @field_validator("seg")
+    @classmethod
+    def _segment(cls, value: Any) -> Any:
+        if value is None or isinstance(value, (dict, str)):
+            return value
+        raise _invalid(f"must be a segment object or id string, got {json.dumps(value)}")
+
+    @model_validator(mode="after")
+    def _some_target(self) -> Audience:
+        targets = ("registration_id", "alias", "tag", "tag_and", "tag_not", "seg", "live_activity_id")
+        if not any(getattr(self, name) for name in targets):
+            raise _invalid(f"must hold at least one non-empty of {', '.join(targets)}")
+        return self
+
+
+class PushOptions(_Open):
+    time_to_live: Annotated[int, Field(ge=0, le=MAX_TIME_TO_LIVE)] | None = None
+
+
+class PushBody(_Open):
+    platform: Any
+    notification: dict[str, Any] | None = None
+    message: dict[str, Any] | None = None
+    live_activity: dict[str, Any] | None = None
+    voip: dict[str, Any] | None = None
+    options: PushOptions | None = None
+
+    @field_validator("platform")
+    @classmethod
+    def _known_platform(cls, value: Any) -> Any:
+        if value in ("all", "web"):
+            return value
+        if isinstance(value, list) and value and all(item in PLATFORMS for item in value):
+            return value
+        raise _invalid(
+            f'must be "all", "web" or a non-empty list of {", ".join(PLATFORMS)}, got {json.dumps(value)}'
+        )
+
+    @model_validator(mode="after")
+    def _has_content_within_size(self) -> PushBody:
+        if not any(getattr(self, name) for name in CONTENT_FIELDS):
+            raise _invalid(f"must hold at least one non-empty of {', '.join(CONTENT_FIELDS)}")
+        size = sum(
+            len(json.dumps(getattr(self, name), ensure_ascii=False, separators=(",", ":")).encode())
+            for name in ("notification", "message")
+            if getattr(self, name) is not None
+        )
+        if size > MAX_PAYLOAD_BYTES:
+            raise _invalid(
+                f"notification plus message must be at most {MAX_PAYLOAD_BYTES} bytes serialized, got {size}"
+            )
+        return self
+
+
+class Push(_Open):
+    to: Any
+    body: PushBody
+    from_: str | None = Field(default=None, alias="from")
+    request_id: str | None = None
+    custom_args: Any = None
+
+    @field_validator("to")
+    @classmethod
+    def _audience(cls, value: Any) -> Any:
+        if value == "all":
+            return value
+        if isinstance(value, dict):
+            Audience.model_validate(value)  # its errors surface under push.to
+            return value
+        raise _invalid(f'must be "all" or an audience object, got {json.dumps(value)}')
+
+
+class ScheduleCreate(_Strict):
+    name: Name
+    enabled: bool
+    trigger: Trigger
+    push: Push
+    cid: Annotated[str, AfterValidator(_check_cid)] | None = None
+
+    @field_validator("enabled")
+    @classmethod
+    def _enabled_on_create(cls, value: bool) -> bool:
+        if not value:
+            raise _invalid("must be true when a task is created")
+        return value
+
+
+class ScheduleUpdate(_Strict):
+    """A PUT body: any non-empty subset of the four fields, each whole and valid."""
+
+    name: Name | None = None
+    enabled: bool | None = None
+    trigger: Trigger | None = None
+    push: Push | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _non_empty_without_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if not data:
+                raise _invalid("must hold at least one of name, enabled, trigger, push")
+            for key, value in data.items():
+                if value is None and key in cls.model_fields:
+                    raise PydanticCustomError("null", "{field}: must not be null", {"field": key})
+        return data
+
+
+# What pydantic's error types mean, said the way our messages say things.
+_PHRASES = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known field",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "int_type": "must be an integer",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "list_type": "must be an array",
+}
+
+
+def _describe(error: Any, where: str) -> str:
+    kind = error["type"]
+    if kind == "null":
+        return error["msg"]
+    context = error.get("ctx") or {}
+    if kind == "too_long":
+        phrase = f"must have at most {context.get('max_length')} items"
+    elif kind in ("greater_than_equal", "less_than_equal"):
+        phrase = f"must be between 0 and {MAX_TIME_TO_LIVE}, got {error['input']}"
+    else:
+        phrase = _PHRASES.get(kind, error["msg"])
+    return f"{where}: {phrase}" if where else phrase
+
+
+def _path(location: tuple[Any, ...], prefix: str) -> str:
+    where = prefix
+    for part in location:
+        if isinstance(part, int):
+            where += f"[{part}]"
+        else:
+            where = f"{where}.{part}" if where else str(part)
+    return where.replace(".from_", ".from")
+
+
+def validation_message(exc: pydantic.ValidationError, prefix: str = "") -> str:
+    """One message naming each wrong field: `trigger.single.time: must be yyyy-mm-dd hh:mm:ss, got "..."`."""
+    messages = []
+    for error in exc.errors(include_url=False):
+        location = tuple(error["loc"])
+        # Errors of the nested audience check arrive wrapped; unwrap them to name the inner field.
+        if error["type"] == "value_error" and isinstance(error.get("ctx", {}).get("error"), pydantic.ValidationError):
+            messages.append(validation_message(error["ctx"]["error"], _path(location, prefix)))
+            continue
+        messages.append(_describe(error, _path(location, prefix)))
+    return "; ".join(dict.fromkeys(messages))
+
+
+def parse(model: type[BaseModel], data: Any) -> Any:
+    """Validate `data` against `model`; every failure becomes InvalidParameter naming the fields."""
+    if not isinstance(data, dict):
+        raise errors.InvalidParameter("body: must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise errors.InvalidParameter(validation_message(exc)) from None

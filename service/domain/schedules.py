@@ -1,0 +1,73 @@
+"""The rules that turn a validated create or update body into what is stored (pure: `now` is passed in)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from service.domain import errors, models, timing, types
+
+
+def plan_trigger(
+    trigger: models.Trigger, app_zone: dt.tzinfo, now: dt.datetime, wave_offsets: Sequence[int]
+) -> types.FirePlan:
+    assert trigger.single is not None  # periodical is refused by the model for now
+    return timing.plan_single(
+        trigger.single.time, trigger.single.zone_type, app_zone, now, wave_offsets  # type: ignore[arg-type]
+    )
+
+
+def values_for_create(
+    body: models.ScheduleCreate,
+    raw_push: dict[str, Any],
+    app_zone: dt.tzinfo,
+    now: dt.datetime,
+    wave_offsets: Sequence[int],
+) -> types.ScheduleValues:
+    """What a create stores: the push exactly as sent, the trigger normalized, the fires planned."""
+    return types.ScheduleValues(
+        name=body.name,
+        enabled=body.enabled,
+        trigger=body.trigger.to_wire(),
+        push=raw_push,
+        plan=plan_trigger(body.trigger, app_zone, now, wave_offsets),
+    )
+
+
+def _kind_and_zone(trigger: dict[str, Any]) -> tuple[str, int]:
+    kind = next(iter(trigger))
+    return kind, int(trigger[kind].get("zone_type", 1))
+
+
+def values_for_update(
+    current: types.Schedule,
+    body: models.ScheduleUpdate,
+    raw: dict[str, Any],
+    app_zone: dt.tzinfo,
+    now: dt.datetime,
+    wave_offsets: Sequence[int],
+) -> types.ScheduleValues:
+    """Replace each field the PUT names, wholly; a new trigger keeps its kind and zone type."""
+    plan = None
+    trigger = current.trigger
+    if body.trigger is not None:
+        trigger = body.trigger.to_wire()
+        old_kind, old_zone = _kind_and_zone(current.trigger)
+        new_kind, new_zone = _kind_and_zone(trigger)
+        if new_kind != old_kind:
+            raise errors.InvalidParameter(
+                f"trigger: a {old_kind} task cannot become {new_kind}; delete it and create a new one"
+            )
+        if new_zone != old_zone:
+            raise errors.InvalidParameter(
+                f"trigger.{new_kind}.zone_type: cannot change from {old_zone} to {new_zone} on an existing task"
+            )
+        plan = plan_trigger(body.trigger, app_zone, now, wave_offsets)
+    return types.ScheduleValues(
+        name=body.name if body.name is not None else current.name,
+        enabled=body.enabled if body.enabled is not None else current.enabled,
+        trigger=trigger,
+        push=raw["push"] if body.push is not None else current.push,
+        plan=plan,
+    )

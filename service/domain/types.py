@@ -1,0 +1,84 @@
+"""Small value types shared by every layer."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from typing import Any, Literal, NewType
+
+ScheduleId = NewType("ScheduleId", uuid.UUID)
+AppKey = NewType("AppKey", str)
+
+ZoneType = Literal[1, 2]
+ScheduleState = Literal["active", "expired", "deleted"]
+RunState = Literal["pending", "sending", "sent", "failed", "skipped", "missed"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class App:
+    """A registered app: the tenant every schedule belongs to."""
+
+    app_key: AppKey
+    name: str
+    time_zone: str
+    max_schedules: int
+    created_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fire:
+    """One planned push: its due instant (UTC) and, for zone_type 2, the UTC offset of its wave in minutes."""
+
+    due_at: dt.datetime
+    utc_offset_minutes: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FirePlan:
+    """Every fire of a trigger from `now` on, plus the zone_type 2 waves already past (skipped, never sent)."""
+
+    fires: tuple[Fire, ...]
+    skipped: tuple[Fire, ...] = ()
+
+    @property
+    def next_fire_at(self) -> dt.datetime:
+        return self.fires[0].due_at
+
+    @property
+    def final_fire_at(self) -> dt.datetime:
+        return self.fires[-1].due_at
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Schedule:
+    """A stored schedule as the API shows it, plus the bookkeeping the API rules need."""
+
+    schedule_id: ScheduleId
+    app_key: AppKey
+    name: str
+    enabled: bool
+    trigger: dict[str, Any]
+    push: dict[str, Any]
+    created_at: dt.datetime
+    final_fire_at: dt.datetime
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "schedule_id": str(self.schedule_id),
+            "name": self.name,
+            "enabled": self.enabled,
+            "trigger": self.trigger,
+            "push": self.push,
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScheduleValues:
+    """What a create or update writes: the wire fields, normalized, and the fire plan derived from them."""
+
+    name: str
+    enabled: bool
+    trigger: dict[str, Any]
+    push: dict[str, Any]
+    plan: FirePlan | None  # None on an update that leaves the trigger as it was

@@ -1,0 +1,1 @@
+"""The dispatcher: claims due work, sends it through a push backend, records the results."""

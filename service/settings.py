@@ -1,0 +1,44 @@
+"""Configuration: one typed value read from the environment once, in main(); tests build it explicitly."""
+
+from __future__ import annotations
+
+import pathlib
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.domain import timing
+
+
+class Settings(BaseSettings):
+    """Every variable is documented in the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL DSN; unset starts the embedded server under DATA_DIR"
+    )
+    data_dir: pathlib.Path = Field(default=pathlib.Path(".data"), description="embedded database, demo credentials")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_timeout_seconds: float = Field(default=5.0, gt=0, description="connect, acquire and statement timeout")
+    default_max_schedules: int = Field(default=1000, ge=0, description="cap of valid tasks for new apps")
+    wave_offsets: str = Field(
+        default="", description="zone_type 2: comma-separated UTC offsets (+08:00,...) to fire; empty = all"
+    )
+    log_level: str = "INFO"
+
+    @field_validator("wave_offsets")
+    @classmethod
+    def _offsets_parse(cls, value: str) -> str:
+        for part in filter(None, (piece.strip() for piece in value.split(","))):
+            timing.parse_offset(part)
+        return value
+
+    @property
+    def wave_offset_minutes(self) -> tuple[int, ...]:
+        parts = [piece.strip() for piece in self.wave_offsets.split(",") if piece.strip()]
+        if not parts:
+            return timing.REAL_UTC_OFFSETS_MINUTES
+        return tuple(sorted({timing.parse_offset(part) for part in parts}))

@@ -1,0 +1,1 @@
+"""Persistence: every SQL statement, the asyncpg pool, migrations and the embedded PostgreSQL server."""
