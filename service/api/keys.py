@@ -10,7 +10,7 @@ from service.store import database
 STORE = web.AppKey("store", database.Store)
 WAVE_OFFSETS = web.AppKey("wave_offsets", tuple)
 # Request-scoped: the authenticated app, set by the auth middleware.
-CURRENT_APP = "current_app"
+CURRENT_APP = web.RequestKey("current_app", types.App)
 
 
 def current_app(request: web.Request) -> types.App:

@@ -16,7 +16,7 @@ from service.domain import errors, types
 
 UTC = dt.timezone.utc
 WALL_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-_WALL_TIME_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+_WALL_TIME_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", re.ASCII)
 
 # Every UTC offset (minutes) in use somewhere on Earth in some season, per the IANA database: a wall-clock
 # time T happens first at UTC+14 (Line Islands) and last at UTC-12. zone_type 2 fires one wave per offset.
@@ -49,7 +49,7 @@ def format_offset(minutes: int) -> str:
 
 def parse_offset(text: str) -> int:
     """`+05:45` -> 345. Raises ValueError for anything else."""
-    match = re.fullmatch(r"([+-])(\d{2}):(\d{2})", text.strip())
+    match = re.fullmatch(r"([+-])(\d{2}):(\d{2})", text.strip(), re.ASCII)
     if not match:
         raise ValueError(f'UTC offset must look like +08:00, got "{text}"')
     sign, hours, mins = match.groups()

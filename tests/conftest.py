@@ -1,0 +1,109 @@
+"""One fixture owns the test database server: DATABASE_URL when set, TEST_POSTGRES=container for
+testcontainers (skipped where no Docker engine answers), else an embedded PostgreSQL for the session.
+
+Every test that needs a database gets its own, created from a migrated template and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+
+from service.store import migrations
+
+TEMPLATE = "push_test_template"
+
+
+def with_database(dsn: str, name: str) -> str:
+    """The same server DSN pointing at database `name` (works for host:port and ?host=/socket forms)."""
+    parts = urllib.parse.urlsplit(dsn)
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+
+
+async def _admin(dsn: str, *statements: str) -> None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A DSN of a server on which tests may create and drop databases."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    if os.environ.get("TEST_POSTGRES") == "container":
+        yield from _container_server()
+        return
+    from service.store.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("embedded-pg"))
+    dsn = server.start()
+    # Test data is disposable: trade durability for speed on this server only.
+    asyncio.run(
+        _admin(
+            dsn,
+            "ALTER SYSTEM SET fsync = off",
+            "ALTER SYSTEM SET synchronous_commit = off",
+            "ALTER SYSTEM SET full_page_writes = off",
+            "SELECT pg_reload_conf()",
+        )
+    )
+    try:
+        yield dsn
+    finally:
+        server.stop()
+
+
+def _container_server() -> Iterator[str]:
+    try:
+        import docker
+
+        docker.from_env().ping()
+    except Exception as exc:  # no engine, no socket, no permission: all mean "cannot run here"
+        pytest.skip(f"TEST_POSTGRES=container needs a Docker engine, none answers here: {exc!r}")
+    from testcontainers.postgres import PostgresContainer
+
+    with PostgresContainer("postgres:16-alpine", driver=None) as container:
+        yield container.get_connection_url()
+
+
+@pytest.fixture(scope="session")
+def template_dsn(postgres_server_dsn: str) -> str:
+    """A database migrated once per session, the template of every test database."""
+    asyncio.run(
+        _admin(
+            postgres_server_dsn,
+            f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)",
+            f"CREATE DATABASE {TEMPLATE}",
+        )
+    )
+    dsn = with_database(postgres_server_dsn, TEMPLATE)
+    asyncio.run(migrations.migrate(dsn))
+    return dsn
+
+
+@pytest.fixture
+def database_url(postgres_server_dsn: str, template_dsn: str) -> Iterator[str]:
+    """A fresh migrated database for one test, dropped after it."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    asyncio.run(_admin(postgres_server_dsn, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
+    try:
+        yield with_database(postgres_server_dsn, name)
+    finally:
+        asyncio.run(_admin(postgres_server_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> pathlib.Path:
+    return pathlib.Path(__file__).resolve().parents[1]
