@@ -1,0 +1,139 @@
+"""The command line and the real `python -m service` process, as an ops person and a new user meet them."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any
+
+import aiohttp
+import asyncpg
+import psutil
+
+from service.app import create_app
+from service.settings import Settings
+from tests.integration.conftest import future_time, schedule_body
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def cli_env(**values: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "DATA_DIR", "PORT")}
+    env.update(values)
+    return env
+
+
+def basic(app_key: str, secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{app_key}:{secret}".encode()).decode()}
+
+
+async def test_apps_create_and_list(database_url: str, tmp_path: pathlib.Path, aiohttp_server: Any) -> None:
+    env = cli_env(DATABASE_URL=database_url, DATA_DIR=str(tmp_path))
+    created = run_cli("apps", "create", "--name", "ops", "--time-zone", "Asia/Shanghai", "--max-schedules", "5", env=env)
+    assert created.returncode == 0, created.stderr
+    credentials = json.loads(created.stdout)
+    assert set(credentials) == {"app_key", "master_secret", "time_zone", "max_schedules"}
+    assert (credentials["time_zone"], credentials["max_schedules"]) == ("Asia/Shanghai", 5)
+
+    listed = run_cli("apps", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    apps = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [app["app_key"] for app in apps] == [credentials["app_key"]]
+    assert credentials["master_secret"] not in listed.stdout and "secret" not in listed.stdout
+
+    # A dump of the database does not hold the secret in any form a client could replay.
+    connection = await asyncpg.connect(database_url)
+    try:
+        dumped = " ".join(await connection.fetchval("SELECT array_agg(apps::text) FROM apps"))
+    finally:
+        await connection.close()
+    assert credentials["master_secret"] not in dumped
+
+    server = await aiohttp_server(create_app(Settings(database_url=database_url, data_dir=tmp_path)))
+    async with aiohttp.ClientSession() as session:
+        headers = basic(credentials["app_key"], credentials["master_secret"])
+        async with session.get(server.make_url("/v4/schedules"), headers=headers) as response:
+            assert response.status == 200
+
+
+def test_cli_rejects_unknown_time_zone_and_migrate_is_idempotent(database_url: str, tmp_path: pathlib.Path) -> None:
+    env = cli_env(DATABASE_URL=database_url, DATA_DIR=str(tmp_path))
+    bad = run_cli("apps", "create", "--name", "x", "--time-zone", "Mars/Olympus", env=env)
+    assert bad.returncode == 2
+    assert 'unknown IANA time zone "Mars/Olympus"' in bad.stderr
+    migrated = run_cli("migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert json.loads(migrated.stdout) == {"applied": []}  # the template is migrated already
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def _read_until(stream: asyncio.StreamReader, marker: str, seen: list[str]) -> None:
+    while True:
+        line = (await stream.readline()).decode()
+        if not line:
+            raise AssertionError("service exited before serving:\n" + "".join(seen))
+        seen.append(line)
+        if marker in line:
+            return
+
+
+async def test_serve_on_the_embedded_default_then_sigterm(tmp_path: pathlib.Path) -> None:
+    """What the README's quick start does: serve on a new data dir, use the demo app, stop cleanly."""
+    port = free_port()
+    data_dir = tmp_path / "data"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service",
+        cwd=ROOT,
+        env=cli_env(DATA_DIR=str(data_dir), PORT=str(port)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output: list[str] = []
+    try:
+        assert process.stdout is not None
+        await asyncio.wait_for(_read_until(process.stdout, "Serving on", output), timeout=60)
+        assert any("Created a demo app" in line for line in output)
+        demo_file = data_dir / "demo-app.json"
+        assert demo_file.stat().st_mode & 0o777 == 0o600
+        demo = json.loads(demo_file.read_text())
+        headers = basic(demo["app_key"], demo["master_secret"])
+        base = f"http://127.0.0.1:{port}/v4/schedules"
+        async with aiohttp.ClientSession(headers=headers) as session:
+            async with session.post(base, json=schedule_body(time=future_time(600))) as response:
+                assert response.status == 200
+                schedule_id = (await response.json())["schedule_id"]
+            async with session.get(f"{base}/{schedule_id}") as response:
+                assert (await response.json())["schedule_id"] == schedule_id
+            async with session.get(base) as response:
+                assert (await response.json())["total_count"] == 1
+            async with session.delete(f"{base}/{schedule_id}") as response:
+                assert response.status == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        returncode = await asyncio.wait_for(process.wait(), timeout=30)
+    assert returncode == 0, "".join(output)
+    pgdata = str((data_dir / "postgres").resolve())
+    leftovers = [
+        proc.pid
+        for proc in psutil.process_iter(attrs=["name", "cmdline"])
+        if proc.info["name"] == "postgres" and pgdata in " ".join(proc.info["cmdline"] or [])
+    ]
+    assert leftovers == [], "the embedded PostgreSQL outlived the service"
