@@ -14,6 +14,7 @@ from service.api import keys
 from service.domain import errors, models, schedules, timing, types
 
 PAGE_SIZE = 50
+MAX_OFFSET = 2**62
 
 routes = web.RouteTableDef()
 
@@ -22,14 +23,27 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 async def _json_body(request: web.Request) -> Any:
     """The body as JSON whatever the Content-Type: the seed's own PUT example sends form-urlencoded JSON."""
     raw = await request.read()  # aiohttp answers 413 past client_max_size
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
-        raise errors.InvalidParameter(f"body: request data is not JSON ({detail})") from None
+        data = json.loads(raw, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        detail = exc.msg
+    except UnicodeDecodeError:
+        detail = "not UTF-8"
+    except RecursionError:
+        detail = "nested too deeply"
+    except ValueError as exc:  # NaN, Infinity: PostgreSQL's jsonb has no such numbers
+        detail = str(exc)
+    else:
+        models.check_storable_text(data)
+        return data
+    raise errors.InvalidParameter(f"body: request data is not JSON ({detail})")
 
 
 def _schedule_id(request: web.Request) -> types.ScheduleId:
@@ -68,9 +82,9 @@ async def list_schedules(request: web.Request) -> web.Response:
     if not page_text.isascii() or not page_text.isdigit() or int(page_text) < 1:
         raise errors.InvalidParameter(f'page: must be a positive integer, got "{page_text}"')
     page = int(page_text)
-    total, found = await request.app[keys.STORE].list_schedules(
-        app.app_key, _now(), PAGE_SIZE, (page - 1) * PAGE_SIZE
-    )
+    # A page far past any real one is simply empty; the clamp keeps OFFSET inside PostgreSQL's bigint.
+    offset = min((page - 1) * PAGE_SIZE, MAX_OFFSET)
+    total, found = await request.app[keys.STORE].list_schedules(app.app_key, _now(), PAGE_SIZE, offset)
     return _ok(
         {
             "total_count": total,

@@ -274,6 +274,29 @@ def validation_message(exc: pydantic.ValidationError, prefix: str = "") -> str:
     return "; ".join(dict.fromkeys(messages))
 
 
+def check_storable_text(data: Any) -> None:
+    """Refuse strings PostgreSQL cannot store in jsonb or text: NUL characters and lone surrogates.
+
+    Walks the parsed body with an explicit stack, so a deeply nested body cannot exhaust recursion.
+    """
+    pending: list[tuple[str, Any]] = [("", data)]
+    while pending:
+        where, value = pending.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                path = f"{where}.{key}" if where else str(key)
+                pending.extend(((path, key), (path, item)))
+        elif isinstance(value, list):
+            pending.extend((f"{where}[{index}]", item) for index, item in enumerate(value))
+        elif isinstance(value, str):
+            if "\x00" in value:
+                raise errors.InvalidParameter(f"{where or 'body'}: must not contain the NUL character (\\u0000)")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise errors.InvalidParameter(f"{where or 'body'}: must be valid Unicode, got a lone surrogate") from None
+
+
 def parse(model: type[BaseModel], data: Any) -> Any:
     """Validate `data` against `model`; every failure becomes InvalidParameter naming the fields."""
     if not isinstance(data, dict):

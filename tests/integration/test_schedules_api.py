@@ -296,3 +296,76 @@ async def test_delete_then_get(api: Api) -> None:
     put = await api.update(schedule_id, {"name": "back"})
     assert (put.status, put.error_code) == (404, 28104)
     assert (await api.list()).json["total_count"] == 0
+
+
+@pytest.mark.parametrize(
+    "raw,message",
+    [
+        ('{"name": "a", "push": {"custom_args": NaN}}', "body: request data is not JSON (NaN is not a JSON number)"),
+        ("[" * 5000 + "]" * 5000, "body: request data is not JSON (nested too deeply)"),
+        (b'{"name": "\\u00e9\xff"}', "body: request data is not JSON (not UTF-8)"),
+    ],
+)
+async def test_bodies_postgres_could_not_store_are_refused(api: Api, raw: str | bytes, message: str) -> None:
+    reply = await api.call("POST", "/v4/schedules", data=raw)
+    assert (reply.status, reply.json) == (400, {"error": {"code": 28100, "message": message}})
+
+
+async def test_nul_and_lone_surrogates_are_refused_by_field(api: Api) -> None:
+    import json
+
+    body = schedule_body()
+    body["push"]["custom_args"] = {"note": "a\u0000b"}
+    reply = await api.create(body)
+    assert reply.json["error"] == {"code": 28100, "message": "push.custom_args.note: must not contain the NUL character (\\u0000)"}
+    text = json.dumps(schedule_body()).replace('"schedule push example"', '"push \\ud800"')
+    reply = await api.call("POST", "/v4/schedules", data=text)
+    assert (reply.status, reply.error_code) == (400, 28100)
+    assert reply.json["error"]["message"] == "name: must be valid Unicode, got a lone surrogate"
+    assert (await api.list()).json["total_count"] == 0
+
+
+async def test_huge_page_number_is_an_empty_page(api: Api) -> None:
+    reply = await api.list("99999999999999999999999")
+    assert reply.status == 200
+    assert reply.json["schedules"] == [] and reply.json["page"] == 99999999999999999999999
+
+
+async def test_default_cap_of_1000_holds_under_concurrent_creates(service: Service) -> None:
+    """More concurrent creates than the default cap allows: exactly 1000 land."""
+    default_cap = 1000
+    app = await service.new_app()
+    replies = await asyncio.gather(*(app.create(schedule_body(name=f"burst_{n}")) for n in range(default_cap + 60)))
+    assert sum(reply.status == 200 for reply in replies) == default_cap
+    assert all(reply.error_code == 28100 for reply in replies if reply.status != 200)
+    assert (await app.list()).json["total_count"] == default_cap
+
+
+def _next_spring_forward_gap(zone: zoneinfo.ZoneInfo) -> dt.datetime:
+    """The first local wall time in the coming year that does not exist in `zone` (clocks jump forward)."""
+    start = dt.datetime.now(zone).replace(minute=30, second=0, microsecond=0, tzinfo=None) + dt.timedelta(days=1)
+    for hour in range(366 * 24):
+        candidate = start + dt.timedelta(hours=hour)
+        round_trip = candidate.replace(tzinfo=zone).astimezone(dt.timezone.utc).astimezone(zone).replace(tzinfo=None)
+        if round_trip != candidate:
+            return candidate
+    raise AssertionError("no spring-forward gap within a year")
+
+
+async def test_dst_gap_in_an_app_zone(service: Service, database_url: str) -> None:
+    zone = zoneinfo.ZoneInfo("America/New_York")
+    app = await service.new_app(time_zone="America/New_York")
+    gap = _next_spring_forward_gap(zone)  # e.g. 02:30 on the March transition night
+    created = await app.create(schedule_body(time=gap.strftime("%Y-%m-%d %H:%M:%S")))
+    assert created.status == 200
+    connection = await asyncpg.connect(database_url)
+    try:
+        due = await connection.fetchval("SELECT next_fire_at FROM schedules WHERE id = $1", uuid.UUID(created.json["schedule_id"]))
+    finally:
+        await connection.close()
+    # It fires at the first valid instant: 03:00 local, the end of the gap.
+    assert due.astimezone(zone).strftime("%H:%M:%S") == "03:00:00"
+    assert due.astimezone(zone).date() == gap.date()
+    # The stored trigger is still what the client sent.
+    assert (await app.get(created.json["schedule_id"])).json["trigger"]["single"]["time"] == gap.strftime("%Y-%m-%d %H:%M:%S")
+    app.check_against_spec()
