@@ -7,10 +7,12 @@ Every test that needs a database gets its own, created from a migrated template 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import pathlib
 import urllib.parse
 import uuid
+import warnings
 from collections.abc import Iterator
 
 import asyncpg
@@ -65,13 +67,30 @@ def postgres_server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
         server.stop()
 
 
-def _container_server() -> Iterator[str]:
-    try:
-        import docker
+def _docker_problem() -> str | None:
+    """Why no Docker engine can be used here, or None when one answers."""
+    import docker
 
-        docker.from_env().ping()
-    except Exception as exc:  # no engine, no socket, no permission: all mean "cannot run here"
-        pytest.skip(f"TEST_POSTGRES=container needs a Docker engine, none answers here: {exc!r}")
+    # A failed probe leaves the client's socket for the garbage collector; its ResourceWarning is noise.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            client = docker.from_env()
+            try:
+                client.ping()
+            finally:
+                client.close()
+        except Exception as exc:  # no engine, no socket, no permission: all mean "cannot run here"
+            return repr(exc)
+        finally:
+            gc.collect()
+    return None
+
+
+def _container_server() -> Iterator[str]:
+    problem = _docker_problem()
+    if problem is not None:
+        pytest.skip(f"TEST_POSTGRES=container needs a Docker engine, none answers here: {problem}")
     from testcontainers.postgres import PostgresContainer
 
     with PostgresContainer("postgres:16-alpine", driver=None) as container:
