@@ -31,15 +31,39 @@ class NewApp:
 
 
 async def register_app(
-    store: database.Store, name: str, time_zone: str = "UTC", max_schedules: int = 1000
+    store: database.Store,
+    name: str,
+    time_zone: str = "UTC",
+    max_schedules: int = 1000,
+    *,
+    push_key: str | None = None,
+    push_secret: str | None = None,
+    credentials_key: str | None = None,
 ) -> NewApp:
-    """Create an app with fresh credentials; ValueError for an unknown zone or a negative cap."""
+    """Create an app with fresh credentials, and optionally the credentials it pushes with.
+
+    ValueError for an unknown zone, a negative cap, half a push credential pair, or push credentials
+    without PUSH_CREDENTIALS_KEY (the push secret is only ever stored encrypted).
+    """
     timing.load_zone(time_zone)
     if max_schedules < 0:
         raise ValueError("max_schedules must be 0 or more")
+    if (push_key is None) != (push_secret is None):
+        raise ValueError("--push-key and --push-secret go together")
+    encrypted = None
+    if push_secret is not None:
+        if not credentials_key:
+            raise ValueError("storing push credentials needs PUSH_CREDENTIALS_KEY (a Fernet key) in the environment")
+        encrypted = credentials.encrypt_push_secret(push_secret, credentials_key)
     master_secret = credentials.new_master_secret()
     app = await store.create_app(
-        credentials.new_app_key(), name, credentials.digest(master_secret), time_zone, max_schedules
+        credentials.new_app_key(),
+        name,
+        credentials.digest(master_secret),
+        time_zone,
+        max_schedules,
+        push_key,
+        encrypted,
     )
     return NewApp(app, master_secret)
 

@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.add_argument("--time-zone", default="UTC", help="IANA zone of the app's zone_type 1 times")
     create.add_argument("--max-schedules", type=int, default=None, help="cap of valid tasks")
+    create.add_argument("--push-key", help="app key this app pushes with (http backend)")
+    create.add_argument("--push-secret", help="its secret; stored encrypted with PUSH_CREDENTIALS_KEY")
     apps.add_parser("list", help="list apps as JSON lines (never their secrets)")
     return parser
 
@@ -50,7 +52,15 @@ async def _apps_create(settings: Settings, args: argparse.Namespace) -> None:
         store = await database.Store.connect(dsn, max_size=1)
         try:
             cap = args.max_schedules if args.max_schedules is not None else settings.default_max_schedules
-            created = await admin.register_app(store, args.name, args.time_zone, cap)
+            created = await admin.register_app(
+                store,
+                args.name,
+                args.time_zone,
+                cap,
+                push_key=args.push_key,
+                push_secret=args.push_secret,
+                credentials_key=settings.push_credentials_key,
+            )
         finally:
             await store.close()
         print(json.dumps(created.to_json()))
@@ -92,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 create_app(settings),
                 host=settings.host,
                 port=settings.port,
+                shutdown_timeout=settings.shutdown_timeout_seconds,
                 print=lambda _: print(f"Serving on http://{settings.host}:{settings.port}", flush=True),
             )
         elif args.command == "migrate":

@@ -29,6 +29,27 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
 
+    # The dispatch engine.
+    engine_enabled: bool = Field(default=True, description="run the dispatcher in this process")
+    push_api_url: str | None = Field(
+        default=None, description="push API base URL (POST {url}/v4/push); unset: the local sink backend"
+    )
+    push_credentials_key: str | None = Field(
+        default=None, description="Fernet key encrypting the apps' push secrets at rest"
+    )
+    misfire_grace_seconds: float = Field(default=300, ge=0, description="late fires within this are still sent")
+    send_concurrency: int = Field(default=200, ge=1, le=10_000)
+    send_timeout_seconds: float = Field(default=10, gt=0)
+    lease_seconds: float = Field(default=60, gt=0, description="a crashed sender's runs are resent after this")
+    retry_base_seconds: float = Field(default=1, gt=0)
+    retry_max_seconds: float = Field(default=300, gt=0)
+    max_attempts: int = Field(default=8, ge=1)
+    engine_batch_size: int = Field(default=500, ge=1, le=10_000)
+    engine_max_idle_seconds: float = Field(
+        default=5, gt=0, description="longest engine sleep: the safety net under LISTEN/NOTIFY wake-ups"
+    )
+    shutdown_timeout_seconds: float = Field(default=10, ge=0, description="SIGTERM: time to finish requests and sends")
+
     @field_validator("wave_offsets")
     @classmethod
     def _offsets_parse(cls, value: str) -> str:

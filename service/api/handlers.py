@@ -117,6 +117,7 @@ async def update_schedule(request: web.Request) -> web.Response:
         schedule_id,
         now,
         lambda current: schedules.values_for_update(current, body, raw, zone, now, offsets),
+        in_flight_wait=request.app[keys.IN_FLIGHT_WAIT],
     )
     return _ok(updated.to_wire())
 
@@ -124,7 +125,10 @@ async def update_schedule(request: web.Request) -> web.Response:
 @routes.delete("/v4/schedules/{schedule_id}")
 async def delete_schedule(request: web.Request) -> web.Response:
     app = keys.current_app(request)
-    if not await request.app[keys.STORE].delete_schedule(app.app_key, _schedule_id(request), _now()):
+    deleted = await request.app[keys.STORE].delete_schedule(
+        app.app_key, _schedule_id(request), _now(), in_flight_wait=request.app[keys.IN_FLIGHT_WAIT]
+    )
+    if not deleted:
         raise errors.ScheduleNotFound()
     return web.Response(status=200)
 

@@ -9,6 +9,7 @@ from service.store import database
 
 STORE = web.AppKey("store", database.Store)
 WAVE_OFFSETS = web.AppKey("wave_offsets", tuple)
+IN_FLIGHT_WAIT = web.AppKey("in_flight_wait", float)
 # Request-scoped: the authenticated app, set by the auth middleware.
 CURRENT_APP = web.RequestKey("current_app", types.App)
 

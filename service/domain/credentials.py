@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import secrets
 
+
 # Compared against when the app key is unknown, so a wrong key costs the same as a wrong secret.
 _DECOY_DIGEST = hashlib.sha256(b"no such app").digest()
 
@@ -50,3 +51,31 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
     if not separator or not app_key or not master_secret:
         return None
     return app_key, master_secret
+
+
+def new_encryption_key() -> str:
+    """A fresh PUSH_CREDENTIALS_KEY (Fernet: 32 random bytes, URL-safe base64)."""
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+def encrypt_push_secret(push_secret: str, key: str) -> bytes:
+    """Authenticated encryption (Fernet) of an app's push secret; ValueError for a malformed key."""
+    from cryptography.fernet import Fernet
+
+    return Fernet(key.encode()).encrypt(push_secret.encode("utf-8"))
+
+
+def decrypt_push_secret(token: bytes, key: str) -> str:
+    """The push secret back; ValueError when the key is wrong or the token was altered."""
+    from cryptography.fernet import Fernet, InvalidToken
+
+    try:
+        return Fernet(key.encode()).decrypt(token).decode("utf-8")
+    except InvalidToken:
+        raise ValueError("push secret cannot be decrypted with PUSH_CREDENTIALS_KEY") from None
+
+
+def basic_header(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")

@@ -93,6 +93,22 @@ def horizon(now: dt.datetime) -> dt.datetime:
     return now + relativedelta(years=1)
 
 
+def single_fires(
+    wall: dt.datetime,
+    zone_type: int,
+    app_zone: dt.tzinfo,
+    wave_offsets: Iterable[int] = REAL_UTC_OFFSETS_MINUTES,
+) -> list[types.Fire]:
+    """Every fire of a single trigger, earliest first: one for zone_type 1, one wave per offset for 2."""
+    if zone_type == 1:
+        return [types.Fire(wall_to_utc(wall, app_zone))]
+    naive_utc = wall.replace(tzinfo=UTC)
+    return [
+        types.Fire(naive_utc - dt.timedelta(minutes=offset), offset)
+        for offset in sorted(set(wave_offsets), reverse=True)
+    ]
+
+
 def plan_single(
     time_text: str,
     zone_type: types.ZoneType,
@@ -101,7 +117,7 @@ def plan_single(
     wave_offsets: Iterable[int] = REAL_UTC_OFFSETS_MINUTES,
     field: str = "trigger.single.time",
 ) -> types.FirePlan:
-    """Every fire of a single trigger seen from `now`.
+    """Every fire of a single trigger seen from `now`, validated for a create or an update.
 
     zone_type 1: one fire at `time` in the app's zone; it must be after `now` and within the horizon.
     zone_type 2: one wave per UTC offset, earliest (UTC+14) first; the first wave must be within the
@@ -112,8 +128,9 @@ def plan_single(
     except ValueError as exc:
         raise errors.InvalidParameter(f"{field}: {exc}") from None
     latest = horizon(now)
+    fires = single_fires(wall, zone_type, app_zone, wave_offsets)
     if zone_type == 1:
-        due_at = wall_to_utc(wall, app_zone)
+        due_at = fires[0].due_at
         if due_at <= now:
             raise errors.InvalidParameter(
                 f'{field}: must be in the future, got "{time_text}" ({app_zone} time is '
@@ -121,23 +138,18 @@ def plan_single(
             )
         if due_at > latest:
             raise errors.InvalidParameter(f'{field}: must be at most one year ahead, got "{time_text}"')
-        return types.FirePlan(fires=(types.Fire(due_at),))
+        return types.FirePlan(fires=tuple(fires))
 
-    naive_utc = wall.replace(tzinfo=UTC)
-    waves = [
-        types.Fire(naive_utc - dt.timedelta(minutes=offset), offset)
-        for offset in sorted(set(wave_offsets), reverse=True)
-    ]
-    if waves[0].due_at > latest:
+    if fires[0].due_at > latest:
         raise errors.InvalidParameter(
-            f'{field}: must be at most one year ahead (its first wave, at UTC{format_offset(waves[0].utc_offset_minutes)}), '
+            f'{field}: must be at most one year ahead (its first wave, at UTC{format_offset(fires[0].utc_offset_minutes)}), '
             f'got "{time_text}"'
         )
-    remaining = tuple(wave for wave in waves if wave.due_at > now)
+    remaining = tuple(wave for wave in fires if wave.due_at > now)
     if not remaining:
         raise errors.NoPushTarget(
             f'{field}: "{time_text}" has already passed in every time zone (last wave at '
-            f"UTC{format_offset(waves[-1].utc_offset_minutes)}); no push target remains"
+            f"UTC{format_offset(fires[-1].utc_offset_minutes)}); no push target remains"
         )
-    skipped = tuple(wave for wave in waves if wave.due_at <= now)
+    skipped = tuple(wave for wave in fires if wave.due_at <= now)
     return types.FirePlan(fires=remaining, skipped=skipped)

@@ -82,3 +82,50 @@ class ScheduleValues:
     trigger: dict[str, Any]
     push: dict[str, Any]
     plan: FirePlan | None  # None on an update that leaves the trigger as it was
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DueSchedule:
+    """A task whose next fire has come, as the planner sees it (locked until the plan commits)."""
+
+    schedule_id: ScheduleId
+    app_key: AppKey
+    trigger: dict[str, Any]
+    push: dict[str, Any]
+    next_fire_at: dt.datetime
+    time_zone: str
+    push_key: str | None
+    push_secret_encrypted: bytes | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunToSend:
+    """A run leased to this sender: one push to hand to the backend."""
+
+    run_id: uuid.UUID  # also the idempotency key: the same on every resend of this run
+    schedule_id: ScheduleId
+    app_key: AppKey
+    due_at: dt.datetime
+    utc_offset_minutes: int | None  # the wave's offset for zone_type 2, None for zone_type 1
+    attempts: int  # including the one about to be made
+    push: dict[str, Any]
+    push_key: str | None
+    push_secret_encrypted: bytes | None
+    still_wanted: bool = True  # False when the task was deleted or disabled after the run was leased
+
+    @property
+    def idempotency_key(self) -> str:
+        return self.run_id.hex
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunResult:
+    """What recording a send writes back to the run."""
+
+    run_id: uuid.UUID
+    state: RunState
+    finished_at: dt.datetime
+    msg_id: str | None = None
+    error: str | None = None
+    next_attempt_at: dt.datetime | None = None
+    payload: dict[str, Any] | None = None

@@ -13,7 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 
-from service.domain import errors, types
+from service.domain import dispatch, errors, types
 from service.store.queries import SQL
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,51 @@ def _app(row: asyncpg.Record) -> types.App:
     )
 
 
+NOTIFY_CHANNEL = "schedule_changes"
+
+
+async def _notify_next_fire(connection: asyncpg.Connection, next_fire_at: dt.datetime) -> None:
+    """Tell every engine (on commit) that a task now fires at `next_fire_at` (epoch seconds)."""
+    await connection.execute(SQL["notify_schedule_change"], str(next_fire_at.timestamp()))
+
+
+def _due_schedule(row: asyncpg.Record) -> types.DueSchedule:
+    return types.DueSchedule(
+        schedule_id=types.ScheduleId(row["id"]),
+        app_key=types.AppKey(row["app_key"]),
+        trigger=row["trigger"],
+        push=row["push"],
+        next_fire_at=row["next_fire_at"],
+        time_zone=row["time_zone"],
+        push_key=row["push_key"],
+        push_secret_encrypted=row["push_secret_encrypted"],
+    )
+
+
+def _run_to_send(
+    row: asyncpg.Record,
+    app_key: str,
+    push: dict[str, Any],
+    push_key: str | None,
+    push_secret_encrypted: bytes | None,
+    *,
+    is_wave: bool,
+    still_wanted: bool,
+) -> types.RunToSend:
+    return types.RunToSend(
+        run_id=row["id"],
+        schedule_id=types.ScheduleId(row["schedule_id"]),
+        app_key=types.AppKey(app_key),
+        due_at=row["due_at"],
+        utc_offset_minutes=row["utc_offset_minutes"] if is_wave else None,
+        attempts=row["attempts"],
+        push=push,
+        push_key=push_key,
+        push_secret_encrypted=None if push_secret_encrypted is None else bytes(push_secret_encrypted),
+        still_wanted=still_wanted,
+    )
+
+
 def _schedule(row: asyncpg.Record) -> types.Schedule:
     return types.Schedule(
         schedule_id=types.ScheduleId(row["id"]),
@@ -88,9 +133,10 @@ def _schedule(row: asyncpg.Record) -> types.Schedule:
 class Store:
     """Every read and write of the service, each one short and in its own transaction where it writes."""
 
-    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float, dsn: str) -> None:
         self._pool = pool
         self._acquire_timeout = acquire_timeout
+        self._connect_args = {"dsn": dsn, "timeout": acquire_timeout}
 
     @classmethod
     async def connect(
@@ -109,7 +155,7 @@ class Store:
         except _UNAVAILABLE as exc:
             raise errors.DatabaseUnavailable() from exc
         assert pool is not None
-        return cls(pool, acquire_timeout=timeout)
+        return cls(pool, acquire_timeout=timeout, dsn=dsn)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -121,11 +167,25 @@ class Store:
 
     @_translated
     async def create_app(
-        self, app_key: str, name: str, secret_sha256: bytes, time_zone: str, max_schedules: int
+        self,
+        app_key: str,
+        name: str,
+        secret_sha256: bytes,
+        time_zone: str,
+        max_schedules: int,
+        push_key: str | None = None,
+        push_secret_encrypted: bytes | None = None,
     ) -> types.App:
         async with self._acquire() as connection:
             row = await connection.fetchrow(
-                SQL["insert_app"], app_key, name, secret_sha256, time_zone, max_schedules
+                SQL["insert_app"],
+                app_key,
+                name,
+                secret_sha256,
+                time_zone,
+                max_schedules,
+                push_key,
+                push_secret_encrypted,
             )
         return _app(row)
 
@@ -178,6 +238,7 @@ class Store:
                 values.plan.final_fire_at,
             )
             await self._record_skipped(connection, schedule_id, values.plan)
+            await _notify_next_fire(connection, values.plan.next_fire_at)
         return schedule_id, values.name
 
     @staticmethod
@@ -219,10 +280,13 @@ class Store:
         schedule_id: types.ScheduleId,
         now: dt.datetime,
         apply: Callable[[types.Schedule], types.ScheduleValues],
+        in_flight_wait: float = 0.0,
     ) -> types.Schedule:
         """Lock the task, let `apply` compute its new values from the current ones, and write them.
 
         Unknown, other app's or deleted: ScheduleNotFound. Expired: InvalidParameter (the contract's 28100).
+        Disabling cancels queued retries and returns only once no send of the task is in flight (up to
+        `in_flight_wait` seconds), so nothing fires after the call returned.
         """
         async with self._acquire() as connection, connection.transaction():
             row = await connection.fetchrow(SQL["lock_schedule"], schedule_id, app_key)
@@ -245,14 +309,38 @@ class Store:
             )
             if plan is not None:
                 await self._record_skipped(connection, schedule_id, plan)
+                await _notify_next_fire(connection, plan.next_fire_at)
+            if not values.enabled:
+                await connection.execute(SQL["cancel_open_runs"], schedule_id, now)
+        if not values.enabled:
+            await self._wait_for_sends(schedule_id, in_flight_wait)
         return _schedule(updated)
 
     @_translated
     async def delete_schedule(
-        self, app_key: str, schedule_id: types.ScheduleId, now: dt.datetime
+        self, app_key: str, schedule_id: types.ScheduleId, now: dt.datetime, in_flight_wait: float = 0.0
     ) -> bool:
+        """Soft-delete a valid task and cancel its queued retries; returns once no send of it is in flight
+        (up to `in_flight_wait` seconds), so nothing fires after the call returned. False: no such task."""
+        async with self._acquire() as connection, connection.transaction():
+            if await connection.fetchval(SQL["delete_schedule"], schedule_id, app_key, now) is None:
+                return False
+            await connection.execute(SQL["cancel_open_runs"], schedule_id, now)
+        await self._wait_for_sends(schedule_id, in_flight_wait)
+        return True
+
+    async def _wait_for_sends(self, schedule_id: types.ScheduleId, limit: float) -> None:
+        """Poll until no sender holds a run of this task; a crashed sender's lease bounds it, so does `limit`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        pause = 0.002
         async with self._acquire() as connection:
-            return await connection.fetchval(SQL["delete_schedule"], schedule_id, app_key, now) is not None
+            while loop.time() < deadline:
+                now = dt.datetime.now(dt.timezone.utc)
+                if await connection.fetchval(SQL["count_sends_in_flight"], schedule_id, now) == 0:
+                    return
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.05)
 
     @_translated
     async def sent_msg_ids(self, app_key: str, schedule_id: types.ScheduleId) -> list[str] | None:
@@ -261,6 +349,118 @@ class Store:
             if await connection.fetchval(SQL["schedule_exists"], schedule_id, app_key) is None:
                 return None
             return [row["msg_id"] for row in await connection.fetch(SQL["sent_msg_ids"], schedule_id)]
+
+    # -- engine -----------------------------------------------------------------------------------------
+
+    @_translated
+    async def plan_due(
+        self,
+        now: dt.datetime,
+        limit: int,
+        lease_until: dt.datetime,
+        plan: Callable[[types.DueSchedule], dispatch.DuePlan],
+    ) -> tuple[int, list[types.RunToSend]]:
+        """Plan step, in one short transaction: lock due tasks (SKIP LOCKED), insert their runs, advance them.
+
+        Returns how many tasks were planned and the runs to send now, already leased to the caller.
+        """
+        async with self._acquire() as connection, connection.transaction():
+            rows = await connection.fetch(SQL["lock_due_schedules"], now, limit)
+            if not rows:
+                return 0, []
+            due = {row["id"]: _due_schedule(row) for row in rows}
+            run_columns: tuple[list[Any], ...] = ([], [], [], [])
+            advanced: tuple[list[Any], list[Any]] = ([], [])
+            for schedule in due.values():
+                planned = plan(schedule)
+                for fires, state in ((planned.send, "sending"), (planned.missed, "missed")):
+                    for fire in fires:
+                        for column, value in zip(
+                            run_columns, (schedule.schedule_id, fire.due_at, fire.utc_offset_minutes, state)
+                        ):
+                            column.append(value)
+                advanced[0].append(schedule.schedule_id)
+                advanced[1].append(planned.next_fire_at)
+            inserted = await connection.fetch(SQL["insert_planned_runs"], *run_columns, now, lease_until)
+            await connection.execute(SQL["advance_schedules"], *advanced)
+        runs = []
+        for row in inserted:
+            if row["state"] != "sending":
+                continue
+            schedule = due[row["schedule_id"]]
+            runs.append(
+                _run_to_send(
+                    row,
+                    schedule.app_key,
+                    schedule.push,
+                    schedule.push_key,
+                    schedule.push_secret_encrypted,
+                    is_wave=dispatch.zone_type(schedule.trigger) == 2,
+                    still_wanted=True,
+                )
+            )
+        return len(due), runs
+
+    @_translated
+    async def claim_retries(self, now: dt.datetime, limit: int, lease_until: dt.datetime) -> list[types.RunToSend]:
+        """Lease due retries and runs whose sender's lease ran out."""
+        async with self._acquire() as connection:
+            rows = await connection.fetch(SQL["claim_retry_runs"], now, limit, lease_until)
+        return [
+            _run_to_send(
+                row,
+                row["app_key"],
+                row["push"],
+                row["push_key"],
+                row["push_secret_encrypted"],
+                is_wave=row["is_wave"],
+                still_wanted=row["still_wanted"],
+            )
+            for row in rows
+        ]
+
+    @_translated
+    async def record_results(self, results: list[types.RunResult]) -> None:
+        """Write a batch of send outcomes in one statement."""
+        if not results:
+            return
+        async with self._acquire() as connection:
+            await connection.execute(
+                SQL["record_run_results"],
+                [result.run_id for result in results],
+                [result.state for result in results],
+                [result.msg_id for result in results],
+                [result.error for result in results],
+                [result.next_attempt_at for result in results],
+                [result.finished_at for result in results],
+                [result.payload for result in results],
+            )
+
+    @_translated
+    async def release_runs(self, run_ids: list[uuid.UUID], now: dt.datetime) -> None:
+        """Give leased runs back for immediate pickup (graceful shutdown)."""
+        if run_ids:
+            async with self._acquire() as connection:
+                await connection.execute(SQL["release_runs"], run_ids, now)
+
+    @_translated
+    async def next_wake(self) -> dt.datetime | None:
+        async with self._acquire() as connection:
+            return await connection.fetchval(SQL["next_wake"])
+
+    @_translated
+    async def expire_lapsed(self, now: dt.datetime) -> int:
+        async with self._acquire() as connection:
+            status = await connection.execute(SQL["expire_lapsed_schedules"], now)
+        return int(status.split()[-1])
+
+    async def listen(self, callback: Callable[[str], None]) -> asyncpg.Connection:
+        """A dedicated connection LISTENing for schedule changes; `callback(payload)` on each notification."""
+        connection = await asyncpg.connect(**self._connect_args)
+        await connection.add_listener(
+            NOTIFY_CHANNEL, lambda _connection, _pid, _channel, payload: callback(payload)
+        )
+        return connection
 
     @_translated
     async def ping(self) -> None:

@@ -7,8 +7,8 @@ SELECT app_key, name, time_zone, max_schedules, created_at, secret_sha256
 FROM apps WHERE app_key = $1;
 
 -- name: insert_app
-INSERT INTO apps (app_key, name, secret_sha256, time_zone, max_schedules)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO apps (app_key, name, secret_sha256, time_zone, max_schedules, push_key, push_secret_encrypted)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 RETURNING app_key, name, time_zone, max_schedules, created_at;
 
 -- name: list_apps
@@ -79,3 +79,107 @@ SELECT 1 FROM schedules WHERE id = $1 AND app_key = $2 AND state <> 'deleted';
 
 -- name: sent_msg_ids
 SELECT msg_id FROM runs WHERE schedule_id = $1 AND state = 'sent' ORDER BY sent_at, due_at, utc_offset_minutes;
+
+-- name: notify_schedule_change
+-- Wakes every replica's engine (on commit) when a task's next fire may be earlier than it planned for.
+SELECT pg_notify('schedule_changes', $1::text);
+
+-- name: cancel_open_runs
+-- A deleted or disabled task stops at once: its queued retries never go out.
+UPDATE runs SET state = 'cancelled', finished_at = $2, lease_until = NULL
+WHERE schedule_id = $1 AND state = 'pending';
+
+-- name: count_sends_in_flight
+-- Sends of one task that a sender holds right now (their lease still runs).
+SELECT count(*) FROM runs WHERE schedule_id = $1 AND state = 'sending' AND lease_until > $2;
+
+-- name: lock_due_schedules
+-- Plan step: the due tasks no other replica is planning right now, with what sending them needs.
+SELECT s.id, s.app_key, s.trigger, s.push, s.next_fire_at, a.time_zone, a.push_key, a.push_secret_encrypted
+FROM schedules s JOIN apps a ON a.app_key = s.app_key
+WHERE s.enabled AND s.state = 'active' AND s.next_fire_at <= $1
+ORDER BY s.next_fire_at
+LIMIT $2
+FOR UPDATE OF s SKIP LOCKED;
+
+-- name: insert_planned_runs
+-- One row per fire or wave; the unique key makes planning the same occurrence twice impossible.
+-- Runs to send now are inserted already leased to this sender ('sending'), saving a claim round trip.
+INSERT INTO runs (id, schedule_id, due_at, utc_offset_minutes, state, attempts, lease_until, dispatched_at, finished_at)
+SELECT gen_random_uuid(), planned.schedule_id, planned.due_at, planned.utc_offset_minutes, planned.state,
+       CASE WHEN planned.state = 'sending' THEN 1 ELSE 0 END,
+       CASE WHEN planned.state = 'sending' THEN $6::timestamptz END,
+       CASE WHEN planned.state = 'sending' THEN $5::timestamptz END,
+       CASE WHEN planned.state = 'missed' THEN $5::timestamptz END
+FROM unnest($1::uuid[], $2::timestamptz[], $3::integer[], $4::text[])
+     AS planned (schedule_id, due_at, utc_offset_minutes, state)
+ON CONFLICT (schedule_id, due_at, utc_offset_minutes) DO NOTHING
+RETURNING id, schedule_id, due_at, utc_offset_minutes, state, attempts;
+
+-- name: advance_schedules
+-- After planning: the next fire to plan, or expired once everything is planned.
+UPDATE schedules s
+SET next_fire_at = advanced.next_fire_at,
+    state = CASE WHEN advanced.next_fire_at IS NULL THEN 'expired' ELSE s.state END
+FROM unnest($1::uuid[], $2::timestamptz[]) AS advanced (id, next_fire_at)
+WHERE s.id = advanced.id;
+
+-- name: claim_retry_runs
+-- Retries that are due, and sends whose sender died (lease ran out), leased to this sender, with what
+-- sending them needs. A run whose task was deleted or disabled meanwhile comes back as not wanted.
+WITH claimed AS (
+    UPDATE runs r
+    SET state = 'sending', lease_until = $3, attempts = r.attempts + 1,
+        dispatched_at = coalesce(r.dispatched_at, $1)
+    FROM (
+        SELECT id FROM runs
+        WHERE (state = 'pending' AND next_attempt_at <= $1) OR (state = 'sending' AND lease_until < $1)
+        ORDER BY coalesce(next_attempt_at, lease_until)
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    ) due
+    WHERE r.id = due.id
+    RETURNING r.id, r.schedule_id, r.due_at, r.utc_offset_minutes, r.attempts
+)
+SELECT claimed.*, s.app_key, s.push, a.push_key, a.push_secret_encrypted,
+       (s.state <> 'deleted' AND s.enabled) AS still_wanted,
+       coalesce(s.trigger -> 'single', s.trigger -> 'periodical') ->> 'zone_type' = '2' AS is_wave
+FROM claimed JOIN schedules s ON s.id = claimed.schedule_id JOIN apps a ON a.app_key = s.app_key;
+
+-- name: record_run_results
+-- Outcomes of a batch of sends. A run already recorded as sent (by a replica that took over an expired
+-- lease) keeps its first msg_id.
+UPDATE runs r
+SET state = result.state,
+    msg_id = coalesce(result.msg_id, r.msg_id),
+    error = result.error,
+    next_attempt_at = result.next_attempt_at,
+    lease_until = NULL,
+    sent_at = CASE WHEN result.state = 'sent' THEN result.finished_at ELSE r.sent_at END,
+    finished_at = CASE WHEN result.state IN ('sent', 'failed', 'cancelled') THEN result.finished_at END,
+    payload = coalesce(result.payload, r.payload)
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::jsonb[])
+     AS result (id, state, msg_id, error, next_attempt_at, finished_at, payload)
+WHERE r.id = result.id AND r.state <> 'sent';
+
+-- name: release_runs
+-- Shutdown: hand unfinished sends back at once instead of waiting for their lease to run out.
+UPDATE runs SET state = 'pending', next_attempt_at = $2, lease_until = NULL
+WHERE id = ANY($1::uuid[]) AND state = 'sending';
+
+-- name: next_wake
+-- The earliest instant the engine has work: a fire to plan, a retry, or a lease to take over.
+SELECT least(
+    (SELECT min(next_fire_at) FROM schedules WHERE enabled AND state = 'active' AND next_fire_at IS NOT NULL),
+    (SELECT min(next_attempt_at) FROM runs WHERE state = 'pending'),
+    (SELECT min(lease_until) FROM runs WHERE state = 'sending')
+);
+
+-- name: expire_lapsed_schedules
+-- Tasks whose last fire passed while they were disabled: expired unfired, out of the hot indexes.
+UPDATE schedules SET state = 'expired', next_fire_at = NULL
+WHERE id IN (
+    SELECT id FROM schedules
+    WHERE state = 'active' AND NOT enabled AND final_fire_at <= $1
+    LIMIT 1000
+);

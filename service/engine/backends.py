@@ -1,0 +1,137 @@
+"""Push backends: where a run's push goes. `http` posts to an EngageLab-style push API; `local` is the sink.
+
+A backend only sends and reports what happened; what the outcome means (retry, fail) is decided in
+service.domain.dispatch, and recording it is the dispatcher's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import itertools
+import json
+import logging
+import os
+import time
+from typing import Any, Protocol
+
+import aiohttp
+
+from service.domain import credentials, dispatch, timing, types
+
+log = logging.getLogger(__name__)
+
+OFFSET_HEADER = "X-Push-Utc-Offset"
+
+
+def outgoing_push(run: types.RunToSend) -> dict[str, Any]:
+    """The stored push with the run's idempotency key as body.options.cid.
+
+    The key replaces any cid the user stored: a fixed cid would make the backend drop every later fire.
+    """
+    push = copy.deepcopy(run.push)
+    body = push.setdefault("body", {})
+    options = body.get("options")
+    if not isinstance(options, dict):
+        options = body["options"] = {}
+    options["cid"] = run.idempotency_key
+    return push
+
+
+class PushBackend(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def send(self, run: types.RunToSend) -> tuple[dispatch.SendOutcome, dict[str, Any] | None]:
+        """Send one run; returns its outcome and, for the local sink, the payload to keep on the run."""
+        ...
+
+
+class LocalBackend:
+    """No push API configured: the service is its own sink. It makes the msg_id and keeps the payload."""
+
+    def __init__(self) -> None:
+        # Time-ordered, unique within a process, distinct across processes and restarts.
+        self._prefix = f"{int(time.time() * 1000):x}{os.getpid():x}"
+        self._counter = itertools.count(1)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def send(self, run: types.RunToSend) -> tuple[dispatch.SendOutcome, dict[str, Any] | None]:
+        payload = outgoing_push(run)
+        msg_id = f"local-{self._prefix}-{next(self._counter)}"
+        log.info("local push sent: schedule %s run %s msg_id %s", run.schedule_id, run.run_id, msg_id)
+        return dispatch.SendOutcome("sent", msg_id=msg_id), payload
+
+
+class HttpBackend:
+    """POST {url}/v4/push with the app's push credentials, pooled connections and a per-send timeout."""
+
+    def __init__(
+        self, base_url: str, *, timeout_seconds: float, concurrency: int, credentials_key: str | None
+    ) -> None:
+        self._url = base_url.rstrip("/") + "/v4/push"
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._concurrency = concurrency
+        self._credentials_key = credentials_key
+        self._session: aiohttp.ClientSession | None = None
+        self._authorization: dict[bytes, str] = {}
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self._concurrency, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            json_serialize=lambda value: json.dumps(value, ensure_ascii=False, separators=(",", ":")),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _headers(self, run: types.RunToSend) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if run.utc_offset_minutes is not None:
+            headers[OFFSET_HEADER] = timing.format_offset(run.utc_offset_minutes)
+        if run.push_key and run.push_secret_encrypted:
+            headers["Authorization"] = self._basic_auth(run.push_key, run.push_secret_encrypted)
+        return headers
+
+    def _basic_auth(self, push_key: str, encrypted: bytes) -> str:
+        cached = self._authorization.get(encrypted)
+        if cached is None:
+            if not self._credentials_key:
+                raise ValueError("the app has push credentials but PUSH_CREDENTIALS_KEY is not set")
+            secret = credentials.decrypt_push_secret(encrypted, self._credentials_key)
+            cached = credentials.basic_header(push_key, secret)
+            self._authorization[encrypted] = cached
+        return cached
+
+    async def send(self, run: types.RunToSend) -> tuple[dispatch.SendOutcome, dict[str, Any] | None]:
+        assert self._session is not None, "HttpBackend.start() was not awaited"
+        try:
+            headers = self._headers(run)
+        except ValueError as exc:
+            return dispatch.SendOutcome("failed", error=str(exc)), None
+        try:
+            async with self._session.post(self._url, json=outgoing_push(run), headers=headers) as response:
+                text = await response.text()
+                try:
+                    payload: Any = json.loads(text)
+                except ValueError:
+                    payload = text
+                now = dt.datetime.now(dt.timezone.utc)
+                return (
+                    dispatch.classify_response(response.status, payload, response.headers.get("Retry-After"), now),
+                    None,
+                )
+        except asyncio.TimeoutError:
+            return dispatch.SendOutcome("retry", error=f"timed out after {self._timeout.total}s"), None
+        except aiohttp.ClientError as exc:
+            return dispatch.SendOutcome("retry", error=f"connection error: {exc!r}"[:1000]), None

@@ -1,0 +1,112 @@
+"""The real `python -m service` process killed or stopped in the middle of a burst: nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+
+from service import admin
+from service.store import database
+from tests.integration.test_cli_and_serve import cli_env, free_port
+from tests.integration.test_engine import bulk_schedules, fetch, next_whole_second
+from tests.standin import StandIn
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BURST = 2000
+
+
+@pytest.fixture
+async def slow_standin() -> AsyncIterator[StandIn]:
+    """20 ms per push and 20 sends at a time: a 2000-push burst takes about 2 s, long enough to kill into."""
+    server = StandIn(delay_seconds=0.02)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def spawn(
+    database_url: str, push_api_url: str, data_dir: pathlib.Path, **settings: str
+) -> asyncio.subprocess.Process:
+    values = {
+        "SEND_CONCURRENCY": "20",
+        "SEND_TIMEOUT_SECONDS": "1",
+        "LEASE_SECONDS": "2",
+        "SHUTDOWN_TIMEOUT_SECONDS": "0.5",
+        "LOG_LEVEL": "WARNING",
+    }
+    values.update(settings)
+    env = cli_env(
+        DATABASE_URL=database_url, DATA_DIR=str(data_dir), PORT=str(free_port()), PUSH_API_URL=push_api_url, **values
+    )
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+
+
+async def burst_app(database_url: str) -> str:
+    store = await database.Store.connect(database_url, max_size=1)
+    try:
+        app = await admin.register_app(store, "burst", "UTC", 10_000)
+    finally:
+        await store.close()
+    return app.app.app_key
+
+
+async def test_sigkill_mid_burst_loses_nothing(database_url: str, slow_standin: StandIn, tmp_path: pathlib.Path) -> None:
+    await bulk_schedules(database_url, await burst_app(database_url), next_whole_second(2.5), BURST)
+    first = await spawn(database_url, slow_standin.url, tmp_path)
+    await slow_standin.wait_for(BURST // 4, timeout=30)
+    first.kill()  # SIGKILL: no shutdown code runs
+    await first.wait()
+    delivered_before = len(slow_standin.delivered())
+    assert delivered_before < BURST, "the burst finished before the kill; the test proves nothing"
+
+    second = await spawn(database_url, slow_standin.url, tmp_path)
+    try:
+        await slow_standin.wait_for(BURST, timeout=60)
+        deadline = asyncio.get_running_loop().time() + 30
+        while len({d.cid for d in slow_standin.delivered()}) < BURST and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)  # let the results be recorded
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(second.wait(), timeout=30) == 0
+
+    runs = await fetch(database_url, "SELECT id, state, msg_id FROM runs")
+    assert len(runs) == BURST  # each task planned exactly once
+    assert {row["state"] for row in runs} == {"sent"}
+    delivered_keys = {d.cid for d in slow_standin.delivered()}
+    assert delivered_keys == {row["id"].hex for row in runs}  # every run arrived, under its own key
+    resent = len(slow_standin.delivered()) - BURST
+    # Only the sends in flight when the process died can arrive twice, and they carry the same key.
+    assert 0 <= resent <= 20 + 20, f"{resent} duplicates"
+
+
+async def test_sigterm_mid_burst_exits_cleanly_and_hands_back_sends(database_url: str, tmp_path: pathlib.Path) -> None:
+    stalling = StandIn(delay_seconds=5.0)  # every send outlasts the shutdown timeout
+    await stalling.start()
+    try:
+        await bulk_schedules(database_url, await burst_app(database_url), next_whole_second(1.5), 50)
+        process = await spawn(database_url, stalling.url, tmp_path, SEND_TIMEOUT_SECONDS="10")
+        deadline = asyncio.get_running_loop().time() + 20
+        while stalling.arrived < 20 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        # 20 sends in flight (the concurrency), none answered; the other 30 tasks wait for a free slot.
+        assert (stalling.arrived, len(stalling.deliveries)) == (20, 0)
+        os.kill(process.pid, signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=15) == 0
+    finally:
+        await stalling.stop()
+    states = await fetch(database_url, "SELECT state, count(*) AS n FROM runs GROUP BY state ORDER BY state")
+    # The interrupted sends were handed back for immediate pickup, not left leased to a dead process.
+    assert [(row["state"], row["n"]) for row in states] == [("pending", 20)]
+    # The 30 tasks not planned yet are still waiting in their schedules.
+    waiting = await fetch(database_url, "SELECT count(*) AS n FROM schedules WHERE next_fire_at IS NOT NULL")
+    assert waiting[0]["n"] == 30

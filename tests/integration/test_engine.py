@@ -1,0 +1,268 @@
+"""The dispatch engine against a real PostgreSQL and a real HTTP stand-in for the push API."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import pathlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from service import admin
+from service.app import create_app, engine_config, make_backend
+from service.domain import credentials
+from service.engine import dispatcher
+from service.settings import Settings
+from service.store import database
+from tests.integration.conftest import Api, Credentials, Service, schedule_body
+from tests.standin import StandIn
+
+UTC = dt.timezone.utc
+
+
+def engine_settings(database_url: str, data_dir: pathlib.Path, push_api_url: str, **overrides: Any) -> Settings:
+    """Settings with short retry and lease times, so failure paths run in seconds."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "data_dir": data_dir,
+        "push_api_url": push_api_url,
+        "retry_base_seconds": 0.05,
+        "retry_max_seconds": 0.5,
+        "send_timeout_seconds": 1.0,
+        "lease_seconds": 2.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[StandIn]:
+    server = StandIn()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def start_service(settings: Settings, aiohttp_server: Any, session: aiohttp.ClientSession) -> Service:
+    server = await aiohttp_server(create_app(settings))
+    return Service(server.app, str(server.make_url("")).rstrip("/"), session)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+@pytest.fixture
+async def service(database_url: str, tmp_path: pathlib.Path, standin: StandIn, aiohttp_server: Any, session: aiohttp.ClientSession) -> Service:
+    return await start_service(engine_settings(database_url, tmp_path, standin.url), aiohttp_server, session)
+
+
+def wall_at(instant: dt.datetime) -> str:
+    return instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def next_whole_second(at_least: float) -> dt.datetime:
+    """A whole-second UTC instant at least `at_least` seconds from now (times on the wire are whole seconds)."""
+    soon = dt.datetime.now(UTC) + dt.timedelta(seconds=at_least)
+    return soon.replace(microsecond=0) + dt.timedelta(seconds=1)
+
+
+async def fetch(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        return await connection.fetch(query, *args)
+    finally:
+        await connection.close()
+
+
+async def test_task_due_in_a_second_arrives_on_time(service: Service, standin: StandIn) -> None:
+    api = await service.new_app()
+    due = next_whole_second(1.0)
+    body = schedule_body(time=wall_at(due), cid="user-supplied-cid")
+    body["push"]["body"]["options"]["cid"] = "fixed-cid-in-push"
+    schedule_id = (await api.create(body)).json["schedule_id"]
+    [delivery] = await standin.wait_for(1, timeout=10)
+    lateness = delivery.received_at - due.timestamp()
+    assert 0 <= lateness < 0.5, f"lateness {lateness * 1000:.0f} ms"
+    # What arrived is the stored push, with the run's idempotency key in body.options.cid.
+    sent = delivery.body
+    key = sent["body"]["options"].pop("cid")
+    assert len(key) == 32 and all(c in "0123456789abcdef" for c in key)
+    expected = body["push"]
+    expected["body"]["options"].pop("cid")
+    assert sent == expected
+    assert "X-Push-Utc-Offset" not in delivery.headers
+    await asyncio.sleep(0.2)  # results are recorded in batches just after the send
+    ids = (await api.msg_ids(schedule_id)).json
+    assert ids == {"count": 1, "msgids": [delivery.msg_id], "MsgIds": [delivery.msg_id]}
+    # Fired once: the task has expired.
+    assert (await api.get(schedule_id)).status == 404
+    api.check_against_spec()
+
+
+async def test_notify_wakes_a_sleeping_engine(database_url: str, tmp_path: pathlib.Path, standin: StandIn, aiohttp_server: Any, session: aiohttp.ClientSession) -> None:
+    """With a 60 s safety-net sleep, only the NOTIFY of the create can make the engine fire on time."""
+    settings = engine_settings(database_url, tmp_path, standin.url, engine_max_idle_seconds=60)
+    service = await start_service(settings, aiohttp_server, session)
+    api = await service.new_app()
+    await asyncio.sleep(0.5)  # the engine has found nothing due and sleeps
+    due = next_whole_second(1.0)
+    await api.create(schedule_body(time=wall_at(due)))
+    [delivery] = await standin.wait_for(1, timeout=10)
+    assert delivery.received_at - due.timestamp() < 0.5
+
+
+async def test_zone_type_2_first_wave(service: Service, standin: StandIn, database_url: str) -> None:
+    api = await service.new_app()
+    first_wave = next_whole_second(1.5)
+    # The wall time that UTC+14 reaches at `first_wave`: that wave is seconds away, the next (+13:45) 15 min.
+    wall = first_wave + dt.timedelta(hours=14)
+    schedule_id = (await api.create(schedule_body(time=wall_at(wall), zone_type=2))).json["schedule_id"]
+    [delivery] = await standin.wait_for(1, timeout=10)
+    assert delivery.headers["X-Push-Utc-Offset"] == "+14:00"
+    assert 0 <= delivery.received_at - first_wave.timestamp() < 0.5
+    await asyncio.sleep(0.3)
+    assert (await api.msg_ids(schedule_id)).json["msgids"] == [delivery.msg_id]
+    # Valid until its last wave (UTC-12, 26 h later): still listed and readable.
+    assert (await api.get(schedule_id)).status == 200
+    runs = await fetch(database_url, "SELECT utc_offset_minutes, state FROM runs WHERE schedule_id = $1", uuid.UUID(schedule_id))
+    assert [(row["utc_offset_minutes"], row["state"]) for row in runs] == [(840, "sent")]
+    assert len(standin.deliveries) == 1  # the next wave is not due yet
+
+
+async def test_delete_disable_and_time_change_just_before_due(service: Service, standin: StandIn) -> None:
+    api = await service.new_app()
+    due = next_whole_second(1.5)
+    ids = {}
+    for name in ("control", "deleted", "disabled", "moved"):
+        body = schedule_body(time=wall_at(due), name=name)
+        body["push"]["request_id"] = name
+        ids[name] = (await api.create(body)).json["schedule_id"]
+    await asyncio.sleep(max(0.0, due.timestamp() - time.time() - 0.25))
+    assert (await api.delete(ids["deleted"])).status == 200
+    assert (await api.update(ids["disabled"], {"enabled": False})).status == 200
+    later = wall_at(due + dt.timedelta(hours=1))
+    assert (await api.update(ids["moved"], {"trigger": {"single": {"time": later, "zone_type": 1}}})).status == 200
+    await standin.wait_for(2, timeout=2.0)
+    assert [delivery.body["request_id"] for delivery in standin.deliveries] == ["control"]
+    # The disabled task's time passed while it was disabled: it expired unfired.
+    assert (await api.get(ids["disabled"])).status == 404
+    assert (await api.msg_ids(ids["disabled"])).json["count"] == 0
+    assert (await api.get(ids["moved"])).json["trigger"]["single"]["time"] == later
+
+
+async def test_backend_failures_end_sent_and_400_fails_at_once(service: Service, standin: StandIn, database_url: str) -> None:
+    api = await service.new_app()
+    due = next_whole_second(1.0)
+    scripts = {
+        "flaky_500": {"fail_times": 3, "status": 500},
+        "flaky_503": {"fail_times": 2, "status": 503},
+        "stalls": {"fail_times": 1, "stall": 3},  # longer than the 1 s send timeout
+        "rate_limited": {"fail_times": 1, "status": 429, "retry_after": "1"},
+        "rejected": {"fail_times": 99, "status": 400},
+    }
+    ids = {}
+    for name, script in scripts.items():
+        body = schedule_body(time=wall_at(due), name=name)
+        body["push"]["custom_args"] = {"standin": script}
+        ids[name] = (await api.create(body)).json["schedule_id"]
+    await standin.wait_for(4, timeout=20)
+    await asyncio.sleep(0.5)
+    runs = {
+        row["name"]: row
+        for row in await fetch(
+            database_url,
+            "SELECT s.name, r.state, r.attempts, r.msg_id, r.error FROM runs r JOIN schedules s ON s.id = r.schedule_id",
+        )
+    }
+    for name in ("flaky_500", "flaky_503", "stalls", "rate_limited"):
+        assert runs[name]["state"] == "sent", (name, runs[name]["error"])
+        assert runs[name]["attempts"] == scripts[name]["fail_times"] + 1
+    assert runs["rejected"]["state"] == "failed"
+    assert runs["rejected"]["attempts"] == 1
+    assert runs["rejected"]["error"].startswith("HTTP 400")
+    assert "stand-in answers 400" in runs["rejected"]["error"]
+
+    def attempts_of(name: str) -> list[Any]:
+        return [d for d in standin.deliveries if d.body["custom_args"]["standin"] == scripts[name]]
+
+    assert len(attempts_of("rejected")) == 1  # not retried
+    # 429 honoured Retry-After: the second attempt came no sooner than a second after the first.
+    limited = attempts_of("rate_limited")
+    assert len(limited) == 2 and limited[1].received_at - limited[0].received_at >= 0.95
+    # Every resend carried the same idempotency key as the first attempt.
+    for name in ("flaky_500", "flaky_503", "stalls", "rate_limited"):
+        assert len({d.cid for d in attempts_of(name)}) == 1
+
+
+async def bulk_schedules(database_url: str, app_key: str, due: dt.datetime, count: int) -> None:
+    """Insert `count` single tasks due at `due` in one statement (the API path is tested elsewhere)."""
+    push = {"to": "all", "body": {"platform": "all", "notification": {"alert": "burst"}, "options": {}}}
+    trigger = {"single": {"time": wall_at(due), "zone_type": 1}}
+    connection = await asyncpg.connect(database_url)
+    try:
+        await database._init_connection(connection)
+        await connection.execute(
+            "INSERT INTO schedules (id, app_key, name, enabled, trigger, push, next_fire_at, final_fire_at) "
+            "SELECT gen_random_uuid(), $1, 'burst_' || n, true, $2, $3, $4, $4 FROM generate_series(1, $5) AS n",
+            app_key, trigger, push, due, count,
+        )
+    finally:
+        await connection.close()
+
+
+async def test_three_engines_deliver_each_task_once(database_url: str, tmp_path: pathlib.Path, standin: StandIn) -> None:
+    count = 3000
+    settings = engine_settings(database_url, tmp_path, standin.url)
+    store = await database.Store.connect(database_url, max_size=30)
+    try:
+        app = await admin.register_app(store, "burst", "UTC", 10_000)
+        due = next_whole_second(2.0)
+        await bulk_schedules(database_url, app.app.app_key, due, count)
+        engines = [dispatcher.Engine(store, make_backend(settings), engine_config(settings)) for _ in range(3)]
+        for engine in engines:
+            await engine.start()
+        try:
+            delivered = await standin.wait_for(count, timeout=60)
+            await asyncio.sleep(1.0)  # anything doubled would arrive by now
+        finally:
+            for engine in engines:
+                await engine.stop()
+    finally:
+        await store.close()
+    assert len(standin.deliveries) == count
+    assert len({delivery.cid for delivery in delivered}) == count
+    states = await fetch(database_url, "SELECT state, count(*) AS n, count(DISTINCT msg_id) AS ids FROM runs GROUP BY state")
+    assert [(row["state"], row["n"], row["ids"]) for row in states] == [("sent", count, count)]
+
+
+def test_push_secret_is_stored_encrypted() -> None:
+    key = credentials.new_encryption_key()
+    token = credentials.encrypt_push_secret("push-secret-value", key)
+    assert b"push-secret-value" not in token
+    assert credentials.decrypt_push_secret(token, key) == "push-secret-value"
+    with pytest.raises(ValueError):
+        credentials.decrypt_push_secret(token, credentials.new_encryption_key())
+
+
+async def test_push_credentials_reach_the_backend(database_url: str, tmp_path: pathlib.Path, standin: StandIn, aiohttp_server: Any, session: aiohttp.ClientSession) -> None:
+    key = credentials.new_encryption_key()
+    settings = engine_settings(database_url, tmp_path, standin.url, push_credentials_key=key)
+    service = await start_service(settings, aiohttp_server, session)
+    created = await admin.register_app(
+        service.store, "pushy", "UTC", 10, push_key="pk-1", push_secret="ps-1", credentials_key=key
+    )
+    api = Api(session, service.base_url, Credentials(created.app.app_key, created.master_secret))
+    await api.create(schedule_body(time=wall_at(next_whole_second(1.0))))
+    [delivery] = await standin.wait_for(1, timeout=10)
+    assert delivery.headers["Authorization"] == credentials.basic_header("pk-1", "ps-1")
+    stored = await fetch(database_url, "SELECT push_key, push_secret_encrypted FROM apps WHERE app_key = $1", created.app.app_key)
+    assert stored[0]["push_key"] == "pk-1" and b"ps-1" not in bytes(stored[0]["push_secret_encrypted"])
