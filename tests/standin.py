@@ -47,6 +47,7 @@ class StandIn:
     async def start(self, port: int = 0) -> str:
         app = web.Application(client_max_size=1024**2)
         app.router.add_post("/v4/push", self._push)
+        app.router.add_get("/_stats", self._stats)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
@@ -84,6 +85,18 @@ class StandIn:
         self._arrived.set()
         return web.json_response(answer, status=status, headers=extra_headers, dumps=json.dumps)
 
+    async def _stats(self, request: web.Request) -> web.Response:
+        """For benchmarks in another process: every successful delivery's key, arrival time and offset."""
+        delivered = self.delivered()
+        return web.json_response(
+            {
+                "arrived": self.arrived,
+                "delivered": [
+                    [d.cid, d.received_at, d.headers.get("X-Push-Utc-Offset")] for d in delivered
+                ],
+            }
+        )
+
     def delivered(self) -> list[Delivery]:
         """Deliveries answered 200 (the pushes that went out)."""
         return [delivery for delivery in self.deliveries if delivery.status == 200]
@@ -98,3 +111,28 @@ class StandIn:
             except asyncio.TimeoutError:
                 break
         return self.delivered()
+
+
+def main() -> None:
+    """`python -m tests.standin --port 9000`: serve until interrupted (benchmarks run it as its own process)."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay", type=float, default=0.0)
+    args = parser.parse_args()
+
+    async def serve() -> None:
+        standin = StandIn(delay_seconds=args.delay)
+        await standin.start(args.port)
+        print(f"stand-in on {standin.url}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,6 @@ service.domain.dispatch, and recording it is the dispatcher's job.
 from __future__ import annotations
 
 import asyncio
-import copy
 import datetime as dt
 import itertools
 import json
@@ -30,12 +29,14 @@ def outgoing_push(run: types.RunToSend) -> dict[str, Any]:
 
     The key replaces any cid the user stored: a fixed cid would make the backend drop every later fire.
     """
-    push = copy.deepcopy(run.push)
-    body = push.setdefault("body", {})
+    # Copy only the dicts on the path to the key: the stored push is shared and must stay untouched.
+    push = dict(run.push)
+    body = dict(push.get("body") or {})
     options = body.get("options")
-    if not isinstance(options, dict):
-        options = body["options"] = {}
+    options = dict(options) if isinstance(options, dict) else {}
     options["cid"] = run.idempotency_key
+    body["options"] = options
+    push["body"] = body
     return push
 
 
@@ -85,11 +86,7 @@ class HttpBackend:
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._concurrency, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self._timeout,
-            json_serialize=lambda value: json.dumps(value, ensure_ascii=False, separators=(",", ":")),
-        )
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -120,7 +117,8 @@ class HttpBackend:
         except ValueError as exc:
             return dispatch.SendOutcome("failed", error=str(exc)), None
         try:
-            async with self._session.post(self._url, json=outgoing_push(run), headers=headers) as response:
+            data = json.dumps(outgoing_push(run), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            async with self._session.post(self._url, data=data, headers=headers) as response:
                 text = await response.text()
                 try:
                     payload: Any = json.loads(text)

@@ -52,7 +52,7 @@ def _translated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return wrapper
 
 
-async def _init_connection(connection: asyncpg.Connection) -> None:
+async def register_json_codecs(connection: asyncpg.Connection) -> None:
     for type_name in ("json", "jsonb"):
         await connection.set_type_codec(
             type_name,
@@ -150,7 +150,7 @@ class Store:
                 max_size=max_size,
                 timeout=timeout,
                 command_timeout=timeout,
-                init=_init_connection,
+                init=register_json_codecs,
             )
         except _UNAVAILABLE as exc:
             raise errors.DatabaseUnavailable() from exc

@@ -21,6 +21,7 @@ from service.engine import dispatcher
 from service.settings import Settings
 from service.store import database
 from tests.integration.conftest import Api, Credentials, Service, schedule_body
+from tests.bulk import bulk_schedules
 from tests.standin import StandIn
 
 UTC = dt.timezone.utc
@@ -201,22 +202,6 @@ async def test_backend_failures_end_sent_and_400_fails_at_once(service: Service,
     # Every resend carried the same idempotency key as the first attempt.
     for name in ("flaky_500", "flaky_503", "stalls", "rate_limited"):
         assert len({d.cid for d in attempts_of(name)}) == 1
-
-
-async def bulk_schedules(database_url: str, app_key: str, due: dt.datetime, count: int) -> None:
-    """Insert `count` single tasks due at `due` in one statement (the API path is tested elsewhere)."""
-    push = {"to": "all", "body": {"platform": "all", "notification": {"alert": "burst"}, "options": {}}}
-    trigger = {"single": {"time": wall_at(due), "zone_type": 1}}
-    connection = await asyncpg.connect(database_url)
-    try:
-        await database._init_connection(connection)
-        await connection.execute(
-            "INSERT INTO schedules (id, app_key, name, enabled, trigger, push, next_fire_at, final_fire_at) "
-            "SELECT gen_random_uuid(), $1, 'burst_' || n, true, $2, $3, $4, $4 FROM generate_series(1, $5) AS n",
-            app_key, trigger, push, due, count,
-        )
-    finally:
-        await connection.close()
 
 
 async def test_three_engines_deliver_each_task_once(database_url: str, tmp_path: pathlib.Path, standin: StandIn) -> None:

@@ -1,0 +1,64 @@
+"""A burst: N tasks due at the same second, http backend to a loopback stand-in (its own process).
+Reports the time from the due instant to the last delivery, deliveries per second, and duplicates.
+
+    .venv/bin/python -m bench.burst --count 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import time
+
+from bench.harness import UTC, Bench, machine, percentiles
+from tests.bulk import bulk_schedules
+
+
+async def run(count: int, lead_seconds: float, engines: int) -> dict[str, object]:
+    async with Bench() as bench:
+        for _ in range(engines):
+            await bench.start_service()
+        app = await bench.new_app()
+        due = dt.datetime.now(UTC).replace(microsecond=0) + dt.timedelta(seconds=lead_seconds)
+        await bulk_schedules(bench.dsn, app.app.app_key, due, count)
+        if dt.datetime.now(UTC) >= due:
+            raise SystemExit("setting up took longer than --lead; raise it")
+        deadline = due.timestamp() + 120
+        delivered: list = []
+        while time.time() < deadline:
+            await asyncio.sleep(0.5)
+            delivered = await bench.standin_deliveries()
+            if len({cid for cid, _, _ in delivered}) >= count:
+                break
+        await asyncio.sleep(1.0)
+        delivered = await bench.standin_deliveries()
+    arrivals = sorted(received_at for _, received_at, _ in delivered)
+    keys = {cid for cid, _, _ in delivered}
+    last = arrivals[-1] - due.timestamp() if arrivals else None
+    return {
+        "benchmark": "burst",
+        "machine": machine(),
+        "engines": engines,
+        "tasks": count,
+        "delivered": len(arrivals),
+        "distinct_keys": len(keys),
+        "first_delivery_after_due_s": round(arrivals[0] - due.timestamp(), 3) if arrivals else None,
+        "last_delivery_after_due_s": round(last, 3) if last is not None else None,
+        "deliveries_per_second": round(len(arrivals) / last, 1) if last else None,
+        "lateness_ms": percentiles([(arrival - due.timestamp()) * 1000 for arrival in arrivals]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=10_000)
+    parser.add_argument("--engines", type=int, default=1, help="service processes sharing the database")
+    parser.add_argument("--lead", type=float, default=5.0, help="seconds from set-up to the due instant")
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(run(args.count, args.lead, args.engines)), indent=2))
+
+
+if __name__ == "__main__":
+    main()

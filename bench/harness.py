@@ -1,0 +1,124 @@
+"""Shared set-up for the benchmarks: a fresh embedded PostgreSQL, the push stand-in and the service, each in
+its own process (as in production: the service does not share an event loop with what it talks to)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import pathlib
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from service import admin
+from service.store import database, embedded, migrations
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+UTC = dt.timezone.utc
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def machine() -> str:
+    return f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, {dt.date.today()}"
+
+
+def percentiles(values_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(values_ms)
+    cuts = statistics.quantiles(ordered, n=100, method="inclusive") if len(ordered) > 1 else ordered * 99
+
+    return {"n": len(ordered), "p50": cuts[49], "p95": cuts[94], "p99": cuts[98], "max": ordered[-1]}
+
+
+async def _wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(url) as response:
+                    if response.status < 500:
+                        return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+class Bench:
+    """Owns the processes of one benchmark run; use as `async with Bench(...) as bench`."""
+
+    def __init__(self, **service_env: str) -> None:
+        self.service_env = service_env
+        self.workdir = pathlib.Path(tempfile.mkdtemp(prefix="push-bench-"))
+        self.pg = embedded.EmbeddedPostgres(self.workdir)
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.dsn = ""
+        self.standin_url = ""
+        self.service_url = ""
+
+    async def __aenter__(self) -> Bench:
+        self.dsn = await asyncio.to_thread(self.pg.start)
+        await migrations.migrate(self.dsn)
+        standin_port = free_port()
+        self.standin_url = f"http://127.0.0.1:{standin_port}"
+        self._spawn([sys.executable, "-m", "tests.standin", "--port", str(standin_port)], {})
+        await _wait_http(self.standin_url + "/_stats")
+        return self
+
+    async def start_service(self, **extra_env: str) -> str:
+        port = free_port()
+        env = {
+            "DATABASE_URL": self.dsn,
+            "DATA_DIR": str(self.workdir),
+            "PORT": str(port),
+            "PUSH_API_URL": self.standin_url,
+            "LOG_LEVEL": "WARNING",
+            **self.service_env,
+            **extra_env,
+        }
+        self._spawn([sys.executable, "-m", "service"], env)
+        self.service_url = f"http://127.0.0.1:{port}"
+        await _wait_http(self.service_url + "/v4/schedules")
+        return self.service_url
+
+    def _spawn(self, command: list[str], env: dict[str, str]) -> None:
+        full_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PUSH_API_URL")}
+        full_env.update(env)
+        self.processes.append(
+            subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+
+    async def new_app(self, max_schedules: int = 1_000_000) -> admin.NewApp:
+        store = await database.Store.connect(self.dsn, max_size=1)
+        try:
+            return await admin.register_app(store, "bench", "UTC", max_schedules)
+        finally:
+            await store.close()
+
+    async def standin_deliveries(self) -> list[list[Any]]:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(self.standin_url + "/_stats") as response:
+                return (await response.json())["delivered"]
+
+    async def __aexit__(self, *exc: object) -> None:
+        for process in reversed(self.processes):
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        await asyncio.to_thread(self.pg.stop)
