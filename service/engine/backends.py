@@ -86,7 +86,11 @@ class HttpBackend:
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._concurrency, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            json_serialize=lambda value: json.dumps(value, ensure_ascii=False, separators=(",", ":")),
+        )
 
     async def close(self) -> None:
         if self._session is not None:
@@ -117,8 +121,7 @@ class HttpBackend:
         except ValueError as exc:
             return dispatch.SendOutcome("failed", error=str(exc)), None
         try:
-            data = json.dumps(outgoing_push(run), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-            async with self._session.post(self._url, data=data, headers=headers) as response:
+            async with self._session.post(self._url, json=outgoing_push(run), headers=headers) as response:
                 text = await response.text()
                 try:
                     payload: Any = json.loads(text)
