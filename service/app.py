@@ -46,7 +46,7 @@ def make_backend(settings: Settings) -> backends.PushBackend:
 def engine_config(settings: Settings) -> dispatcher.EngineConfig:
     return dispatcher.EngineConfig(
         wave_offsets=settings.wave_offset_minutes,
-        misfire_grace=dt.timedelta(seconds=settings.misfire_grace_seconds),
+        misfire_grace=dt.timedelta(seconds=settings.misfire_grace),
         batch_size=settings.engine_batch_size,
         send_concurrency=settings.send_concurrency,
         lease=dt.timedelta(seconds=max(settings.lease_seconds, settings.send_timeout_seconds * 2)),

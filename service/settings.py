@@ -37,7 +37,9 @@ class Settings(BaseSettings):
     push_credentials_key: str | None = Field(
         default=None, description="Fernet key encrypting the apps' push secrets at rest"
     )
-    misfire_grace_seconds: float = Field(default=300, ge=0, description="late fires within this are still sent")
+    misfire_grace: float = Field(
+        default=300, ge=0, description="seconds: a fire found late by at most this is sent, older is recorded missed"
+    )
     send_concurrency: int = Field(default=200, ge=1, le=10_000)
     send_timeout_seconds: float = Field(default=10, gt=0)
     lease_seconds: float = Field(default=60, gt=0, description="a crashed sender's runs are resent after this")

@@ -64,6 +64,9 @@ def values_for_update(
                 f"trigger.{new_kind}.zone_type: cannot change from {old_zone} to {new_zone} on an existing task"
             )
         plan = plan_trigger(body.trigger, app_zone, now, wave_offsets)
+    elif body.enabled and not current.enabled:
+        # Re-enabled: fires (waves) that passed while it was disabled are skipped, never sent late.
+        plan = plan_trigger(models.Trigger.model_validate(current.trigger), app_zone, now, wave_offsets)
     return types.ScheduleValues(
         name=body.name if body.name is not None else current.name,
         enabled=body.enabled if body.enabled is not None else current.enabled,

@@ -251,3 +251,25 @@ async def test_push_credentials_reach_the_backend(database_url: str, tmp_path: p
     assert delivery.headers["Authorization"] == credentials.basic_header("pk-1", "ps-1")
     stored = await fetch(database_url, "SELECT push_key, push_secret_encrypted FROM apps WHERE app_key = $1", created.app.app_key)
     assert stored[0]["push_key"] == "pk-1" and b"ps-1" not in bytes(stored[0]["push_secret_encrypted"])
+
+
+async def test_downtime_late_within_grace_is_sent_older_is_missed(database_url: str, tmp_path: pathlib.Path, standin: StandIn, aiohttp_server: Any, session: aiohttp.ClientSession) -> None:
+    """Tasks that fell due while no engine ran: one 1 min late (sent), one 10 min late (missed, not sent)."""
+    store = await database.Store.connect(database_url, max_size=1)
+    try:
+        app = await admin.register_app(store, "downtime")
+    finally:
+        await store.close()
+    now = dt.datetime.now(UTC).replace(microsecond=0)
+    await bulk_schedules(database_url, app.app.app_key, now - dt.timedelta(minutes=1), 1)
+    await bulk_schedules(database_url, app.app.app_key, now - dt.timedelta(minutes=10), 1)
+    await start_service(engine_settings(database_url, tmp_path, standin.url, misfire_grace=300), aiohttp_server, session)
+    [delivery] = await standin.wait_for(1, timeout=10)
+    await asyncio.sleep(0.5)
+    assert len(standin.deliveries) == 1
+    runs = await fetch(database_url, "SELECT due_at, state, msg_id FROM runs ORDER BY due_at")
+    assert [(row["due_at"], row["state"]) for row in runs] == [
+        (now - dt.timedelta(minutes=10), "missed"),
+        (now - dt.timedelta(minutes=1), "sent"),
+    ]
+    assert runs[1]["msg_id"] == delivery.msg_id and runs[0]["msg_id"] is None
