@@ -12,7 +12,7 @@ import random
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from service.domain import timing, types
+from service.domain import periodical, timing, types
 
 OutcomeKind = Literal["sent", "retry", "failed"]
 MAX_RETRY_AFTER_SECONDS = 3600.0
@@ -33,13 +33,20 @@ def zone_type(trigger: dict[str, Any]) -> int:
     return int(kind.get("zone_type", 1))
 
 
-def trigger_fires(
-    trigger: dict[str, Any], app_zone: dt.tzinfo, wave_offsets: Sequence[int]
-) -> list[types.Fire]:
-    """Every fire of a stored trigger, earliest first."""
-    single = trigger["single"]
-    wall = timing.parse_wall_time(single["time"])
-    return timing.single_fires(wall, single.get("zone_type", 1), app_zone, wave_offsets)
+def _due_and_next(
+    trigger: dict[str, Any], app_zone: dt.tzinfo, wave_offsets: Sequence[int], lower: dt.datetime, now: dt.datetime
+) -> tuple[list[types.Fire], dt.datetime | None]:
+    """The fires with lower <= due_at <= now, in order, and the first fire after now (None: no more)."""
+    if "single" in trigger:
+        single = trigger["single"]
+        wall = timing.parse_wall_time(single["time"])
+        fires = timing.single_fires(wall, single.get("zone_type", 1), app_zone, wave_offsets)
+        upcoming = [fire.due_at for fire in fires if fire.due_at > now]
+        return [fire for fire in fires if lower <= fire.due_at <= now], (upcoming[0] if upcoming else None)
+    spec = periodical.Periodical.from_wire(trigger["periodical"])
+    following = periodical.first_fire_after(spec, app_zone, wave_offsets, now)
+    due = periodical.fires_between(spec, app_zone, wave_offsets, lower, now)
+    return due, None if following is None else following.due_at
 
 
 def plan_due(
@@ -50,14 +57,21 @@ def plan_due(
     now: dt.datetime,
     grace: dt.timedelta,
 ) -> DuePlan:
-    """Split the fires from `next_fire_at` on into send-now, missed (older than `grace`) and the next one."""
-    fires = [fire for fire in trigger_fires(trigger, app_zone, wave_offsets) if fire.due_at >= next_fire_at]
-    due = [fire for fire in fires if fire.due_at <= now]
-    upcoming = [fire.due_at for fire in fires if fire.due_at > now]
+    """Split the fires from `next_fire_at` to `now` into send-now and missed, and find the next one.
+
+    Never a burst after downtime: per wave (one wave for zone_type 1), only the latest fire within `grace`
+    is sent; every other due fire is recorded as missed.
+    """
+    due, following = _due_and_next(trigger, app_zone, wave_offsets, next_fire_at, now)
+    latest_per_wave: dict[int, types.Fire] = {}
+    for fire in due:  # in order, so the latest fire of each wave wins
+        if now - fire.due_at <= grace:
+            latest_per_wave[fire.utc_offset_minutes] = fire
+    send = tuple(sorted(latest_per_wave.values(), key=lambda fire: fire.due_at))
     return DuePlan(
-        send=tuple(fire for fire in due if now - fire.due_at <= grace),
-        missed=tuple(fire for fire in due if now - fire.due_at > grace),
-        next_fire_at=upcoming[0] if upcoming else None,
+        send=send,
+        missed=tuple(fire for fire in due if fire not in latest_per_wave.values()),
+        next_fire_at=following,
     )
 
 

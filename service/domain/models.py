@@ -6,17 +6,21 @@ fields are kept (`extra="allow"`), and the models are only a check, never a re-s
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Annotated, Any
 
 import pydantic
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from dateutil.relativedelta import relativedelta
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from service.domain import errors, timing
+from service.domain import errors, periodical, timing
 
 MAX_NAME_BYTES = 255
+MAX_FREQUENCY = 100
+TIME_UNITS = ("day", "week", "month")
 MAX_CID_BYTES = 255
 MAX_PAYLOAD_BYTES = 4000
 MAX_TIME_TO_LIVE = 1_296_000
@@ -26,6 +30,7 @@ CONTENT_FIELDS = ("notification", "message", "live_activity", "voip")
 # Letters of any script (CJK included), digits and underscore, with spaces allowed only between them:
 # the seed's own examples ("schedule push example") use inner spaces.
 _NAME_SHAPE = re.compile(r"[^\W]([^\W]| )*", re.UNICODE)
+_MONTH_DAY = re.compile(r"0[1-9]|[12][0-9]|3[01]")
 
 
 def _invalid(message: str) -> PydanticCustomError:
@@ -60,8 +65,22 @@ def _check_wall_time(value: str) -> str:
     return value
 
 
+_CLOCK_TIME_SHAPE = re.compile(r"\d{2}:\d{2}:\d{2}", re.ASCII)
+
+
+def _check_clock_time(value: str) -> str:
+    if not _CLOCK_TIME_SHAPE.fullmatch(value):
+        raise _invalid(f'must be hh:mm:ss, got "{value}"')
+    try:
+        dt.datetime.strptime(value, "%H:%M:%S")
+    except ValueError:
+        raise _invalid(f'is not a real time of day, got "{value}"') from None
+    return value
+
+
 Name = Annotated[str, AfterValidator(_check_name)]
 WallTime = Annotated[str, AfterValidator(_check_wall_time)]
+ClockTime = Annotated[str, AfterValidator(_check_clock_time)]
 StringList = list[str]
 
 
@@ -77,34 +96,95 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True, populate_by_name=True)
 
 
+def _check_zone_type(value: int) -> int:
+    if value not in (1, 2):
+        raise _invalid(f"must be 1 (app time zone) or 2 (terminal time zone), got {value}")
+    return value
+
+
+ZoneType = Annotated[int, AfterValidator(_check_zone_type)]
+
+
 class SingleTrigger(_Strict):
     time: WallTime
-    zone_type: int = 1
+    zone_type: ZoneType = 1
 
-    @field_validator("zone_type")
+
+class PeriodicalTrigger(_Strict):
+    """The app-push v4 / JPush v3 periodical form. Fields are validated in order, so later checks can
+    rely on earlier fields (end on start, point on time_unit)."""
+
+    start: WallTime
+    end: WallTime
+    time: ClockTime
+    time_unit: str
+    frequency: int
+    point: list[str] | None = Field(default=None, validate_default=True)  # checked even when absent
+    zone_type: ZoneType = 1
+
+    @field_validator("end")
     @classmethod
-    def _known_zone_type(cls, value: int) -> int:
-        if value not in (1, 2):
-            raise _invalid(f"must be 1 (app time zone) or 2 (terminal time zone), got {value}")
+    def _end_after_start_within_a_year(cls, value: str, info: ValidationInfo) -> str:
+        if "start" not in info.data:
+            return value
+        start, end = timing.parse_wall_time(info.data["start"]), timing.parse_wall_time(value)
+        if end <= start:
+            raise _invalid(f'must be after start ("{info.data["start"]}"), got "{value}"')
+        if end > start + relativedelta(years=1):
+            raise _invalid(f'must be at most one year after start ("{info.data["start"]}"), got "{value}"')
+        return value
+
+    @field_validator("time_unit")
+    @classmethod
+    def _known_unit(cls, value: str) -> str:
+        if value.lower() not in TIME_UNITS:
+            raise _invalid(f'must be day, week or month (any case), got "{value}"')
+        return value  # echoed as given
+
+    @field_validator("frequency")
+    @classmethod
+    def _frequency_range(cls, value: int) -> int:
+        if not 1 <= value <= MAX_FREQUENCY:
+            raise _invalid(f"must be 1..{MAX_FREQUENCY} (every Nth day, week or month), got {value}")
+        return value
+
+    @field_validator("point")
+    @classmethod
+    def _points_fit_the_unit(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        unit = str(info.data.get("time_unit", "")).lower()
+        if unit == "day":
+            if value:
+                raise _invalid("must be absent when time_unit is day")
+        elif unit == "week":
+            if not value or any(point.upper() not in periodical.WEEKDAYS for point in value):
+                raise _invalid(f"must be a non-empty list of MON..SUN when time_unit is week, got {json.dumps(value)}")
+        elif unit == "month":
+            if not value or any(not _MONTH_DAY.fullmatch(point) for point in value):
+                raise _invalid(f'must be a non-empty list of "01".."31" when time_unit is month, got {json.dumps(value)}')
         return value
 
 
 class Trigger(_Strict):
     single: SingleTrigger | None = None
-    periodical: Any = None
+    periodical: PeriodicalTrigger | None = None
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> Trigger:
-        if self.periodical is not None:
-            raise PydanticCustomError("periodical", "periodical triggers are not supported yet")
-        if self.single is None:
+        if (self.single is None) == (self.periodical is None):
             raise _invalid("must hold exactly one of single, periodical")
         return self
 
+    @property
+    def kind(self) -> str:
+        return "single" if self.single is not None else "periodical"
+
     def to_wire(self) -> dict[str, Any]:
-        """The trigger as stored and echoed: zone_type always present (absent on input means 1)."""
-        assert self.single is not None
-        return {"single": {"time": self.single.time, "zone_type": self.single.zone_type}}
+        """The trigger as stored and echoed: the fields as sent, zone_type always present (absent means 1)."""
+        inner = self.single if self.single is not None else self.periodical
+        assert inner is not None
+        fields = inner.model_dump(exclude_unset=True)
+        fields["zone_type"] = inner.zone_type
+        return {self.kind: fields}
 
 
 class Audience(_Open):

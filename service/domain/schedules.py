@@ -6,16 +6,36 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from service.domain import errors, models, timing, types
+from service.domain import errors, models, periodical, timing, types
 
 
 def plan_trigger(
     trigger: models.Trigger, app_zone: dt.tzinfo, now: dt.datetime, wave_offsets: Sequence[int]
 ) -> types.FirePlan:
-    assert trigger.single is not None  # periodical is refused by the model for now
-    return timing.plan_single(
-        trigger.single.time, trigger.single.zone_type, app_zone, now, wave_offsets  # type: ignore[arg-type]
-    )
+    """The next and the final fire of a trigger seen from `now`; InvalidParameter when none is left."""
+    if trigger.single is not None:
+        return timing.plan_single(
+            trigger.single.time, trigger.single.zone_type, app_zone, now, wave_offsets  # type: ignore[arg-type]
+        )
+    spec = periodical.Periodical.from_wire(trigger.to_wire()["periodical"])
+    first = periodical.first_fire_after(spec, app_zone, wave_offsets, now)
+    if first is None:
+        raise errors.InvalidParameter(
+            f'trigger.periodical: no occurrence is left between now and end ("{trigger.to_wire()["periodical"]["end"]}")'
+        )
+    last = periodical.last_fire(spec, app_zone, wave_offsets)
+    assert last is not None
+    skipped: tuple[types.Fire, ...] = ()
+    if spec.zone_type == 2:
+        # Waves already past of an occurrence still under way (its later waves are ahead): recorded skipped.
+        latest_wave = dt.timedelta(minutes=-min(wave_offsets))
+        recent = periodical.fires_between(spec, app_zone, wave_offsets, now - dt.timedelta(hours=26), now)
+        skipped = tuple(
+            fire
+            for fire in recent
+            if fire.due_at + dt.timedelta(minutes=fire.utc_offset_minutes) + latest_wave > now
+        )
+    return types.FirePlan(next_fire_at=first.due_at, final_fire_at=last.due_at, skipped=skipped)
 
 
 def values_for_create(

@@ -138,7 +138,7 @@ def plan_single(
             )
         if due_at > latest:
             raise errors.InvalidParameter(f'{field}: must be at most one year ahead, got "{time_text}"')
-        return types.FirePlan(fires=tuple(fires))
+        return types.FirePlan(next_fire_at=due_at, final_fire_at=due_at)
 
     if fires[0].due_at > latest:
         raise errors.InvalidParameter(
@@ -152,4 +152,4 @@ def plan_single(
             f"UTC{format_offset(fires[-1].utc_offset_minutes)}); no push target remains"
         )
     skipped = tuple(wave for wave in fires if wave.due_at <= now)
-    return types.FirePlan(fires=remaining, skipped=skipped)
+    return types.FirePlan(next_fire_at=remaining[0].due_at, final_fire_at=remaining[-1].due_at, skipped=skipped)

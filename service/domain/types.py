@@ -36,18 +36,12 @@ class Fire:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class FirePlan:
-    """Every fire of a trigger from `now` on, plus the zone_type 2 waves already past (skipped, never sent)."""
+    """A trigger seen from `now`: its next fire, its last one (validity ends there), and the zone_type 2
+    waves already past when it was created or changed (recorded as skipped, never sent)."""
 
-    fires: tuple[Fire, ...]
+    next_fire_at: dt.datetime
+    final_fire_at: dt.datetime
     skipped: tuple[Fire, ...] = ()
-
-    @property
-    def next_fire_at(self) -> dt.datetime:
-        return self.fires[0].due_at
-
-    @property
-    def final_fire_at(self) -> dt.datetime:
-        return self.fires[-1].due_at
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from openapi_core import OpenAPI
 from openapi_core.datatypes import RequestParameters
@@ -20,6 +21,7 @@ from service import admin
 from service.api import keys
 from service.app import create_app
 from service.settings import Settings
+from tests.standin import StandIn
 
 SPEC_PATH = pathlib.Path(__file__).resolve().parents[2] / "openapi.yaml"
 _SPEC = OpenAPI.from_file_path(str(SPEC_PATH))
@@ -189,6 +191,69 @@ async def api(service: Service) -> AsyncIterator[Api]:
     client.check_against_spec()
 
 
+UTC = dt.timezone.utc
+
+
+def engine_settings(database_url: str, data_dir: pathlib.Path, push_api_url: str, **overrides: Any) -> Settings:
+    """Settings with short retry and lease times, so failure paths run in seconds."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "data_dir": data_dir,
+        "push_api_url": push_api_url,
+        "retry_base_seconds": 0.05,
+        "retry_max_seconds": 0.5,
+        "send_timeout_seconds": 1.0,
+        "lease_seconds": 2.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[StandIn]:
+    server = StandIn()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def start_service(settings: Settings, aiohttp_server: Any, session: aiohttp.ClientSession) -> Service:
+    server = await aiohttp_server(create_app(settings))
+    return Service(server.app, str(server.make_url("")).rstrip("/"), session)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+@pytest.fixture
+async def dispatching_service(
+    database_url: str, tmp_path: pathlib.Path, standin: StandIn, aiohttp_server: Any, session: aiohttp.ClientSession
+) -> Service:
+    """The service with its engine sending to the stand-in (short retries and leases)."""
+    return await start_service(engine_settings(database_url, tmp_path, standin.url), aiohttp_server, session)
+
+
+def wall_at(instant: dt.datetime) -> str:
+    return instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def next_whole_second(at_least: float) -> dt.datetime:
+    """A whole-second UTC instant at least `at_least` seconds from now (times on the wire are whole seconds)."""
+    soon = dt.datetime.now(UTC) + dt.timedelta(seconds=at_least)
+    return soon.replace(microsecond=0) + dt.timedelta(seconds=1)
+
+
+async def fetch(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        return await connection.fetch(query, *args)
+    finally:
+        await connection.close()
+
+
 def future_time(seconds: float = 3600, zone: dt.tzinfo = dt.timezone.utc) -> str:
     instant = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)
     return instant.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
@@ -217,3 +282,4 @@ def schedule_body(time: str | None = None, zone_type: int | None = 1, **override
     }
     body.update(overrides)
     return body
+

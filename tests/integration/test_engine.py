@@ -7,85 +7,35 @@ import datetime as dt
 import pathlib
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 
 from service import admin
-from service.app import create_app, engine_config, make_backend
+from service.app import engine_config, make_backend
 from service.domain import credentials
 from service.engine import dispatcher
-from service.settings import Settings
 from service.store import database
-from tests.integration.conftest import Api, Credentials, Service, schedule_body
+from tests.integration.conftest import (
+    UTC,
+    Api,
+    Credentials,
+    Service,
+    engine_settings,
+    fetch,
+    next_whole_second,
+    schedule_body,
+    start_service,
+    wall_at,
+)
 from tests.bulk import bulk_schedules
 from tests.standin import StandIn
 
-UTC = dt.timezone.utc
 
 
-def engine_settings(database_url: str, data_dir: pathlib.Path, push_api_url: str, **overrides: Any) -> Settings:
-    """Settings with short retry and lease times, so failure paths run in seconds."""
-    values: dict[str, Any] = {
-        "database_url": database_url,
-        "data_dir": data_dir,
-        "push_api_url": push_api_url,
-        "retry_base_seconds": 0.05,
-        "retry_max_seconds": 0.5,
-        "send_timeout_seconds": 1.0,
-        "lease_seconds": 2.0,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
-@pytest.fixture
-async def standin() -> AsyncIterator[StandIn]:
-    server = StandIn()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-async def start_service(settings: Settings, aiohttp_server: Any, session: aiohttp.ClientSession) -> Service:
-    server = await aiohttp_server(create_app(settings))
-    return Service(server.app, str(server.make_url("")).rstrip("/"), session)
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-@pytest.fixture
-async def service(database_url: str, tmp_path: pathlib.Path, standin: StandIn, aiohttp_server: Any, session: aiohttp.ClientSession) -> Service:
-    return await start_service(engine_settings(database_url, tmp_path, standin.url), aiohttp_server, session)
-
-
-def wall_at(instant: dt.datetime) -> str:
-    return instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def next_whole_second(at_least: float) -> dt.datetime:
-    """A whole-second UTC instant at least `at_least` seconds from now (times on the wire are whole seconds)."""
-    soon = dt.datetime.now(UTC) + dt.timedelta(seconds=at_least)
-    return soon.replace(microsecond=0) + dt.timedelta(seconds=1)
-
-
-async def fetch(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(database_url)
-    try:
-        return await connection.fetch(query, *args)
-    finally:
-        await connection.close()
-
-
-async def test_task_due_in_a_second_arrives_on_time(service: Service, standin: StandIn) -> None:
-    api = await service.new_app()
+async def test_task_due_in_a_second_arrives_on_time(dispatching_service: Service, standin: StandIn) -> None:
+    api = await dispatching_service.new_app()
     due = next_whole_second(1.0)
     body = schedule_body(time=wall_at(due), cid="user-supplied-cid")
     body["push"]["body"]["options"]["cid"] = "fixed-cid-in-push"
@@ -121,8 +71,8 @@ async def test_notify_wakes_a_sleeping_engine(database_url: str, tmp_path: pathl
     assert delivery.received_at - due.timestamp() < 0.5
 
 
-async def test_zone_type_2_first_wave(service: Service, standin: StandIn, database_url: str) -> None:
-    api = await service.new_app()
+async def test_zone_type_2_first_wave(dispatching_service: Service, standin: StandIn, database_url: str) -> None:
+    api = await dispatching_service.new_app()
     first_wave = next_whole_second(1.5)
     # The wall time that UTC+14 reaches at `first_wave`: that wave is seconds away, the next (+13:45) 15 min.
     wall = first_wave + dt.timedelta(hours=14)
@@ -139,8 +89,8 @@ async def test_zone_type_2_first_wave(service: Service, standin: StandIn, databa
     assert len(standin.deliveries) == 1  # the next wave is not due yet
 
 
-async def test_delete_disable_and_time_change_just_before_due(service: Service, standin: StandIn) -> None:
-    api = await service.new_app()
+async def test_delete_disable_and_time_change_just_before_due(dispatching_service: Service, standin: StandIn) -> None:
+    api = await dispatching_service.new_app()
     due = next_whole_second(1.5)
     ids = {}
     for name in ("control", "deleted", "disabled", "moved"):
@@ -160,8 +110,8 @@ async def test_delete_disable_and_time_change_just_before_due(service: Service, 
     assert (await api.get(ids["moved"])).json["trigger"]["single"]["time"] == later
 
 
-async def test_backend_failures_end_sent_and_400_fails_at_once(service: Service, standin: StandIn, database_url: str) -> None:
-    api = await service.new_app()
+async def test_backend_failures_end_sent_and_400_fails_at_once(dispatching_service: Service, standin: StandIn, database_url: str) -> None:
+    api = await dispatching_service.new_app()
     due = next_whole_second(1.0)
     scripts = {
         "flaky_500": {"fail_times": 3, "status": 500},

@@ -68,7 +68,7 @@ async def test_create_rejects_non_json(api: Api, raw: str, message: str) -> None
         ({"trigger": {"single": {"time": "2014-2-15 13:16:59", "zone_type": 1}}}, 'trigger.single.time: must be yyyy-mm-dd hh:mm:ss, got "2014-2-15 13:16:59"'),
         ({"trigger": {"single": {"time": "2030-02-30 10:00:00"}}}, 'trigger.single.time: is not a real calendar time, got "2030-02-30 10:00:00"'),
         ({"trigger": {"single": {"time": "2027-01-01 10:00:00", "zone_type": 3}}}, "trigger.single.zone_type: must be 1 (app time zone) or 2 (terminal time zone), got 3"),
-        ({"trigger": {"periodical": {"time": "10:00:00"}}}, "trigger: periodical triggers are not supported yet"),
+        ({"trigger": {"periodical": {"start": "2026-01-01 00:00:00", "end": "2026-02-01 00:00:00", "time": "10:00:00", "time_unit": "day", "frequency": 0}}}, "trigger.periodical.frequency: must be 1..100 (every Nth day, week or month), got 0"),
         ({"push": {"to": "all"}}, "push.body: is required"),
     ],
 )
@@ -261,7 +261,7 @@ async def test_update_whole_push_trigger_and_disable(api: Api) -> None:
         ({"push": {"alert": "web scheduled task"}}, "push.to: is required"),
         ({"trigger": {"single": {"time": "2014-02-15 13:16:59", "zone_type": 1}}}, "trigger.single.time: must be in the future"),
         ({"trigger": {"single": {"time": "2027-01-01 10:00:00", "zone_type": 2}}}, "trigger.single.zone_type: cannot change from 1 to 2"),
-        ({"trigger": {"periodical": {"time": "10:00:00"}}}, "trigger: periodical triggers are not supported yet"),
+        ({"trigger": {"periodical": {"start": "2026-01-01 00:00:00", "end": "2026-02-01 00:00:00", "time": "10:00:00", "time_unit": "day", "frequency": 1}}}, "trigger: a single task cannot become periodical"),
         ({"name": "bad-name"}, "name: may hold only letters"),
         ({"schedule_id": "x"}, "schedule_id: is not a known field"),
     ],

@@ -51,7 +51,7 @@ class TestSingleZoneType1:
 
     def test_one_second_ahead_is_accepted(self) -> None:
         plan = timing.plan_single(wall(NOW + dt.timedelta(seconds=1)), 1, UTC, NOW)
-        assert plan.fires[0].due_at == (NOW + dt.timedelta(seconds=1)).replace(microsecond=0)
+        assert plan.next_fire_at == plan.final_fire_at == (NOW + dt.timedelta(seconds=1)).replace(microsecond=0)
 
     def test_one_year_minus_one_second_is_accepted(self) -> None:
         text = wall(timing.horizon(NOW) - dt.timedelta(seconds=1))
@@ -65,7 +65,7 @@ class TestSingleZoneType1:
 
     def test_time_is_read_in_the_app_zone(self) -> None:
         plan = timing.plan_single("2026-07-01 09:00:00", 1, BERLIN, NOW)
-        assert plan.fires == (timing.types.Fire(dt.datetime(2026, 7, 1, 7, 0, tzinfo=UTC)),)
+        assert plan.next_fire_at == plan.final_fire_at == dt.datetime(2026, 7, 1, 7, 0, tzinfo=UTC)
 
     def test_bad_shape_names_the_field(self) -> None:
         with pytest.raises(errors.InvalidParameter, match=r'^trigger\.single\.time: must be yyyy-mm-dd hh:mm:ss, got "2014-2-15 13:16:59"$'):
@@ -98,20 +98,20 @@ class TestDaylightSaving:
 
 class TestZoneType2Waves:
     def test_one_wave_per_offset_earliest_first(self) -> None:
+        waves = timing.single_fires(dt.datetime(2026, 6, 1, 9, 0), 2, UTC)
+        assert [fire.utc_offset_minutes for fire in waves] == sorted(timing.REAL_UTC_OFFSETS_MINUTES, reverse=True)
+        assert waves[0] == timing.types.Fire(dt.datetime(2026, 5, 31, 19, 0, tzinfo=UTC), 840)
+        assert waves[-1] == timing.types.Fire(dt.datetime(2026, 6, 1, 21, 0, tzinfo=UTC), -720)
         plan = timing.plan_single("2026-06-01 09:00:00", 2, UTC, NOW)
-        offsets = [fire.utc_offset_minutes for fire in plan.fires]
-        assert offsets == sorted(timing.REAL_UTC_OFFSETS_MINUTES, reverse=True)
-        assert plan.fires[0] == timing.types.Fire(dt.datetime(2026, 5, 31, 19, 0, tzinfo=UTC), 840)
-        assert plan.fires[-1] == timing.types.Fire(dt.datetime(2026, 6, 1, 21, 0, tzinfo=UTC), -720)
-        assert plan.skipped == ()
+        assert (plan.next_fire_at, plan.final_fire_at, plan.skipped) == (waves[0].due_at, waves[-1].due_at, ())
 
     def test_waves_already_past_are_skipped(self) -> None:
         # At NOW (12:00:00.25 UTC), 12:00 local has come in every zone from UTC+14 down to UTC+00:00;
         # the UTC-01:00 wave (13:00 UTC) and those after it are still ahead.
         plan = timing.plan_single("2026-03-01 12:00:00", 2, UTC, NOW)
         assert min(fire.utc_offset_minutes for fire in plan.skipped) == 0
-        assert max(fire.utc_offset_minutes for fire in plan.fires) == -60
-        assert len(plan.fires) + len(plan.skipped) == len(timing.REAL_UTC_OFFSETS_MINUTES)
+        assert plan.next_fire_at == dt.datetime(2026, 3, 1, 13, 0, tzinfo=UTC)  # the UTC-01:00 wave
+        assert len(plan.skipped) == len([o for o in timing.REAL_UTC_OFFSETS_MINUTES if o >= 0])
 
     def test_no_wave_left_is_no_push_target(self) -> None:
         with pytest.raises(errors.NoPushTarget, match="no push target remains"):
@@ -119,7 +119,7 @@ class TestZoneType2Waves:
 
     def test_deployment_may_narrow_the_offsets(self) -> None:
         plan = timing.plan_single("2026-06-01 09:00:00", 2, UTC, NOW, wave_offsets=(480, 0))
-        assert [(fire.utc_offset_minutes, fire.due_at.hour) for fire in plan.fires] == [(480, 1), (0, 9)]
+        assert (plan.next_fire_at.hour, plan.final_fire_at.hour) == (1, 9)
 
     def test_horizon_counts_from_the_first_wave(self) -> None:
         last_ok = wall(timing.horizon(NOW) + dt.timedelta(hours=14))
