@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 import random
 
+from collections.abc import Callable
 from typing import Any
 
 from service.domain import dispatch, errors, timing, types
@@ -110,6 +111,10 @@ class Engine:
                 log.warning("engine tick failed, retrying in 1 s: %s", exc.message)
                 await self._sleep(1.0)
                 continue
+            except Exception:  # a bug must not stop dispatching for good: log it loudly and go on
+                log.exception("engine tick failed unexpectedly, retrying in 1 s")
+                await self._sleep(1.0)
+                continue
             if not more:
                 await self._sleep_until_due()
 
@@ -131,16 +136,22 @@ class Engine:
             await self._store.expire_lapsed(now)
         return planned >= limit or len(retries) >= room
 
-    def _plan(self, now: dt.datetime) -> Any:
+    def _plan(self, now: dt.datetime) -> Callable[[types.DueSchedule], dispatch.DuePlan]:
         def plan(schedule: types.DueSchedule) -> dispatch.DuePlan:
-            return dispatch.plan_due(
-                schedule.trigger,
-                timing.load_zone(schedule.time_zone),
-                self._config.wave_offsets,
-                schedule.next_fire_at,
-                now,
-                self._config.misfire_grace,
-            )
+            try:
+                return dispatch.plan_due(
+                    schedule.trigger,
+                    timing.load_zone(schedule.time_zone),
+                    self._config.wave_offsets,
+                    schedule.next_fire_at,
+                    now,
+                    self._config.misfire_grace,
+                )
+            except Exception:
+                # One task whose trigger cannot be planned (a zone removed from tzdata, say) must not block
+                # every other: it stops here, expired, and the log says why.
+                log.exception("cannot plan schedule %s; it is expired without firing", schedule.schedule_id)
+                return dispatch.DuePlan(send=(), missed=(), next_fire_at=None)
 
         return plan
 
