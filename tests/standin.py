@@ -48,6 +48,7 @@ class StandIn:
         app = web.Application(client_max_size=1024**2)
         app.router.add_post("/v4/push", self._push)
         app.router.add_get("/_stats", self._stats)
+        app.router.add_post("/_reset", self._reset)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
@@ -96,6 +97,13 @@ class StandIn:
                 ],
             }
         )
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        """Benchmarks measuring several schedulers in a row start each from an empty record."""
+        self.deliveries.clear()
+        self.attempts.clear()
+        self.arrived = 0
+        return web.json_response({"reset": True})
 
     def delivered(self) -> list[Delivery]:
         """Deliveries answered 200 (the pushes that went out)."""

@@ -1,0 +1,93 @@
+"""API throughput and latency with wrk on loopback (it shares the machine with the service):
+create, detail GET and list, and the ceiling: a bare aiohttp handler doing one asyncpg query.
+
+    apt-get install wrk      # Debian's package
+    .venv/bin/python -m bench.api --seconds 10 --connections 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import datetime as dt
+import json
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+import aiohttp
+
+from bench.harness import UTC, Bench, _wait_http, free_port, machine
+
+
+def wrk(url: str, seconds: int, connections: int, method: str = "GET", body: str | None = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    script = pathlib.Path(tempfile.mkstemp(suffix=".lua")[1])
+    lines = [f'wrk.method = "{method}"']
+    if body is not None:
+        lines.append(f"wrk.body = {json.dumps(body)}")
+    for name, value in (headers or {}).items():
+        lines.append(f'wrk.headers["{name}"] = "{value}"')
+    # Count non-2xx answers, so a fast stream of errors cannot pass for throughput.
+    lines.append("errors = 0\nresponse = function(status, headers, body) if status >= 300 then errors = errors + 1 end end")
+    script.write_text("\n".join(lines))
+    output = subprocess.run(
+        ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    script.unlink()
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    latency = dict(re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+\w+)", output, re.MULTILINE))
+    return {"requests_per_second": rate, "p50": latency.get("50"), "p99": latency.get("99"), "non_2xx": int(non_2xx.group(1)) if non_2xx else 0}
+
+
+async def run(seconds: int, connections: int) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    async with Bench() as bench:
+        await bench.start_service()
+        app = await bench.new_app(max_schedules=10_000_000)
+        auth = "Basic " + base64.b64encode(f"{app.app.app_key}:{app.master_secret}".encode()).decode()
+        when = (dt.datetime.now(UTC) + dt.timedelta(days=30)).strftime("%Y-%m-%d %H:%M:%S")
+        body = json.dumps({
+            "name": "bench push", "enabled": True,
+            "trigger": {"single": {"time": when, "zone_type": 1}},
+            "push": {"to": {"registration_id": ["1a0018970ab49abda3e"]}, "body": {"platform": "all", "notification": {"alert": "hi"}}},
+        })
+        headers = {"Authorization": auth, "Content-Type": "application/json"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            for _ in range(50):
+                async with session.post(bench.service_url + "/v4/schedules", data=body) as response:
+                    schedule_id = (await response.json())["schedule_id"]
+        results: dict[str, Any] = {}
+        results["create"] = await asyncio.to_thread(wrk, bench.service_url + "/v4/schedules", seconds, connections, "POST", body, headers)
+        results["detail"] = await asyncio.to_thread(wrk, f"{bench.service_url}/v4/schedules/{schedule_id}", seconds, connections, headers={"Authorization": auth})
+        results["list"] = await asyncio.to_thread(wrk, bench.service_url + "/v4/schedules?page=1", seconds, connections, headers={"Authorization": auth})
+        bare_port = free_port()
+        bare = subprocess.Popen([sys.executable, "-m", "bench.bare_server", "--port", str(bare_port), "--dsn", bench.dsn])
+        try:
+            await _wait_http(f"http://127.0.0.1:{bare_port}/bare/{schedule_id}")
+            results["ceiling: bare aiohttp + one asyncpg query"] = await asyncio.to_thread(
+                wrk, f"http://127.0.0.1:{bare_port}/bare/{schedule_id}", seconds, connections
+            )
+        finally:
+            bare.terminate()
+            bare.wait(timeout=10)
+    return {"benchmark": "api", "machine": machine(), "seconds": seconds, "connections": connections, "results": results}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(run(args.seconds, args.connections)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
