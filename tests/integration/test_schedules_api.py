@@ -7,10 +7,9 @@ import datetime as dt
 import uuid
 import zoneinfo
 
-import asyncpg
 import pytest
 
-from tests.integration.conftest import Api, Service, future_time, schedule_body
+from tests.integration.conftest import Api, Service, fetch, future_time, schedule_body
 
 
 async def test_create_then_get_echoes_the_object(api: Api) -> None:
@@ -99,11 +98,8 @@ async def test_time_is_read_in_the_app_time_zone(service: Service, database_url:
     local = future_time(1800, zoneinfo.ZoneInfo("Asia/Tokyo"))
     created = await tokyo.create(schedule_body(time=local))
     assert created.status == 200
-    connection = await asyncpg.connect(database_url)
-    try:
-        due = await connection.fetchval("SELECT next_fire_at FROM schedules WHERE id = $1", uuid.UUID(created.json["schedule_id"]))
-    finally:
-        await connection.close()
+    [row] = await fetch(database_url, "SELECT next_fire_at FROM schedules WHERE id = $1", uuid.UUID(created.json["schedule_id"]))
+    due = row["next_fire_at"]
     expected = dt.datetime.strptime(local, "%Y-%m-%d %H:%M:%S").replace(tzinfo=zoneinfo.ZoneInfo("Asia/Tokyo"))
     assert due == expected
     tokyo.check_against_spec()
@@ -116,13 +112,9 @@ async def test_zone_type_2_with_every_wave_past_is_28105(api: Api, database_url:
     # Half past: 13 hours ago has come at UTC+14..UTC-12? No: it is still ahead west of UTC-13 -> some remain.
     partly = await api.create(schedule_body(time=future_time(-3 * 3600), zone_type=2))
     assert partly.status == 200
-    connection = await asyncpg.connect(database_url)
-    try:
-        states = await connection.fetch(
-            "SELECT state, count(*) FROM runs WHERE schedule_id = $1 GROUP BY state", uuid.UUID(partly.json["schedule_id"])
-        )
-    finally:
-        await connection.close()
+    states = await fetch(
+        database_url, "SELECT state, count(*) FROM runs WHERE schedule_id = $1 GROUP BY state", uuid.UUID(partly.json["schedule_id"])
+    )
     skipped = dict((row["state"], row["count"]) for row in states)["skipped"]
     assert 0 < skipped < 40  # the waves east of UTC-03:00 were recorded as skipped, not sent
     detail = await api.get(partly.json["schedule_id"])
@@ -208,17 +200,14 @@ async def test_msg_ids_both_spellings(api: Api, database_url: str) -> None:
     assert (await api.msg_ids(schedule_id)).json == empty
     assert (await api.msg_ids(schedule_id, "msg_ids")).json == empty
     # Sent runs are the engine's to write; here two are written directly to check the read side and its order.
-    connection = await asyncpg.connect(database_url)
-    try:
-        now = dt.datetime.now(dt.timezone.utc)
-        for msg_id, offset, sent_at in (("2234567", 480, now), ("12345567", 540, now - dt.timedelta(seconds=5))):
-            await connection.execute(
-                "INSERT INTO runs (id, schedule_id, due_at, utc_offset_minutes, state, msg_id, sent_at) "
-                "VALUES (gen_random_uuid(), $1, $2, $3, 'sent', $4, $5)",
-                uuid.UUID(schedule_id), sent_at, offset, msg_id, sent_at,
-            )
-    finally:
-        await connection.close()
+    now = dt.datetime.now(dt.timezone.utc)
+    for msg_id, offset, sent_at in (("2234567", 480, now), ("12345567", 540, now - dt.timedelta(seconds=5))):
+        await fetch(
+            database_url,
+            "INSERT INTO runs (id, schedule_id, due_at, utc_offset_minutes, state, msg_id, sent_at) "
+            "VALUES (gen_random_uuid(), $1, $2, $3, 'sent', $4, $5)",
+            uuid.UUID(schedule_id), sent_at, offset, msg_id, sent_at,
+        )
     expected = {"count": 2, "msgids": ["12345567", "2234567"], "MsgIds": ["12345567", "2234567"]}
     assert (await api.msg_ids(schedule_id)).json == expected
     assert (await api.msg_ids(schedule_id, "msg_ids")).json == expected
@@ -360,11 +349,8 @@ async def test_dst_gap_in_an_app_zone(service: Service, database_url: str) -> No
     gap = _next_spring_forward_gap(zone)  # e.g. 02:30 on the March transition night
     created = await app.create(schedule_body(time=gap.strftime("%Y-%m-%d %H:%M:%S")))
     assert created.status == 200
-    connection = await asyncpg.connect(database_url)
-    try:
-        due = await connection.fetchval("SELECT next_fire_at FROM schedules WHERE id = $1", uuid.UUID(created.json["schedule_id"]))
-    finally:
-        await connection.close()
+    [row] = await fetch(database_url, "SELECT next_fire_at FROM schedules WHERE id = $1", uuid.UUID(created.json["schedule_id"]))
+    due = row["next_fire_at"]
     # It fires at the first valid instant: 03:00 local, the end of the gap.
     assert due.astimezone(zone).strftime("%H:%M:%S") == "03:00:00"
     assert due.astimezone(zone).date() == gap.date()
