@@ -1,7 +1,10 @@
-"""A burst: N tasks due at the same second, http backend to a loopback stand-in (its own process).
-Reports the time from the due instant to the last delivery, deliveries per second, and duplicates.
+"""A burst: N tasks due at the same second. With the http backend (default) they go to a loopback stand-in
+(its own process): reports the time from the due instant to the last delivery, deliveries per second and
+duplicates. With `--backend local` the service is its own sink: reports the time until every run is
+planned and recorded as sent in PostgreSQL.
 
     .venv/bin/python -m bench.burst --count 10000
+    .venv/bin/python -m bench.burst --count 100000 --backend local --lead 15
 """
 
 from __future__ import annotations
@@ -14,6 +17,38 @@ import time
 
 from bench.harness import UTC, Bench, machine, percentiles
 from tests.bulk import bulk_schedules
+
+
+async def run_local(count: int, lead_seconds: float) -> dict[str, object]:
+    import asyncpg
+
+    async with Bench() as bench:
+        await bench.start_service(PUSH_API_URL="", LOG_LEVEL="WARNING")
+        app = await bench.new_app()
+        due = dt.datetime.now(UTC).replace(microsecond=0) + dt.timedelta(seconds=lead_seconds)
+        await bulk_schedules(bench.dsn, app.app.app_key, due, count)
+        if dt.datetime.now(UTC) >= due:
+            raise SystemExit("setting up took longer than --lead; raise it")
+        connection = await asyncpg.connect(bench.dsn)
+        try:
+            sent = 0
+            while time.time() < due.timestamp() + 300:
+                await asyncio.sleep(0.2)
+                sent = await connection.fetchval("SELECT count(*) FROM runs WHERE state = 'sent'")
+                if sent >= count:
+                    break
+            last = await connection.fetchval("SELECT max(sent_at) FROM runs WHERE state = 'sent'")
+            planned = await connection.fetchval("SELECT count(*) FROM runs")
+        finally:
+            await connection.close()
+    return {
+        "benchmark": "burst, local backend",
+        "machine": machine(),
+        "tasks": count,
+        "runs_planned": planned,
+        "runs_sent": sent,
+        "last_recorded_after_due_s": round((last - due).total_seconds(), 3) if last else None,
+    }
 
 
 async def run(count: int, lead_seconds: float, engines: int) -> dict[str, object]:
@@ -56,8 +91,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--engines", type=int, default=1, help="service processes sharing the database")
     parser.add_argument("--lead", type=float, default=5.0, help="seconds from set-up to the due instant")
+    parser.add_argument("--backend", choices=("http", "local"), default="http")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.count, args.lead, args.engines)), indent=2))
+    if args.backend == "local":
+        print(json.dumps(asyncio.run(run_local(args.count, args.lead)), indent=2))
+    else:
+        print(json.dumps(asyncio.run(run(args.count, args.lead, args.engines)), indent=2))
 
 
 if __name__ == "__main__":
