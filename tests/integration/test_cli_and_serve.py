@@ -109,11 +109,14 @@ async def test_serve_on_the_embedded_default_then_sigterm(tmp_path: pathlib.Path
     output: list[str] = []
     try:
         assert process.stdout is not None
-        await asyncio.wait_for(_read_until(process.stdout, "Serving on", output), timeout=60)
-        assert any("Created a demo app" in line for line in output)
+        await asyncio.wait_for(_read_until(process.stdout, '"event": "serving"', output), timeout=60)
         demo_file = data_dir / "demo-app.json"
         assert demo_file.stat().st_mode & 0o777 == 0o600
         demo = json.loads(demo_file.read_text())
+        # Every line on stdout is one JSON object; the demo app's key is logged, its secret only saved.
+        events = [json.loads(line) for line in output]
+        assert any(event.get("event") == "demo_app_created" and event["app_key"] == demo["app_key"] for event in events)
+        assert not any(demo["master_secret"] in line for line in output)
         headers = basic(demo["app_key"], demo["master_secret"])
         base = f"http://127.0.0.1:{port}/v4/schedules"
         async with aiohttp.ClientSession(headers=headers) as session:
