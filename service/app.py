@@ -60,6 +60,18 @@ def engine_config(settings: Settings) -> dispatcher.EngineConfig:
     )
 
 
+async def drain(app: web.Application, timeout: float) -> bool:
+    """The first step of a graceful stop, once the listener is closed: /readyz answers "draining", responses
+    close their connections, and the requests in flight finish (True) or `timeout` runs out (False).
+
+    Their connections stay open meanwhile, so a request whose body is still arriving completes; aiohttp's own
+    shutdown, which follows, stops reading from every connection at once.
+    """
+    lifecycle = app[keys.LIFECYCLE]
+    lifecycle.state = "draining"
+    return await lifecycle.wait_idle(timeout)
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=middleware.MAX_BODY_BYTES,

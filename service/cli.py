@@ -7,6 +7,7 @@ import asyncio
 import http.client
 import json
 import logging
+import signal
 import sys
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,7 @@ from typing import TypeVar
 from aiohttp import web
 
 from service import admin, logs
-from service.app import create_app, open_database
+from service.app import create_app, drain, open_database
 from service.settings import Settings
 from service.store import database, migrations
 
@@ -97,6 +98,46 @@ async def _apps_list(settings: Settings) -> None:
     await _with_database(settings, work)
 
 
+async def serve(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully.
+
+    Stop: close the listener (no new connections), drain (requests in flight finish on their open
+    connections, up to SHUTDOWN_TIMEOUT_SECONDS), then aiohttp's shutdown and the cleanup contexts in
+    reverse: the engine hands back unfinished sends, the pool closes, the embedded PostgreSQL stops.
+    """
+    app = create_app(settings)
+    # observe_middleware logs every request with its route template and app key: no aiohttp access log.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await runner.setup()  # start-up: database, migrations, engine
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        log.info(
+            "serving on http://%s:%d",
+            settings.host,
+            settings.port,
+            extra={"event": "serving", "host": settings.host, "port": settings.port},
+        )
+        await stop.wait()
+        started = loop.time()
+        log.info("stopping: no new connections, draining requests in flight", extra={"event": "stopping"})
+        await site.stop()
+        drained = await drain(app, settings.shutdown_timeout_seconds)
+        if not drained:
+            log.warning("shutdown timeout: cutting the requests still in flight")
+    finally:
+        await runner.cleanup()
+    log.info(
+        "stopped in %.2f s",
+        loop.time() - started,
+        extra={"event": "stopped", "seconds": round(loop.time() - started, 3)},
+    )
+
+
 def healthcheck(settings: Settings, timeout: float = 3.0) -> int:
     """0 when GET /healthz on this host's service answers 200, else 1 (the reason goes to stderr)."""
     # A wildcard listen address is reached on loopback.
@@ -123,20 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.install(settings.log_level, sys.stdout if serving else sys.stderr, settings.log_format)
     try:
         if serving:
-            web.run_app(
-                create_app(settings),
-                host=settings.host,
-                port=settings.port,
-                shutdown_timeout=settings.shutdown_timeout_seconds,
-                # observe_middleware logs every request with its route template and app key instead.
-                access_log=None,
-                print=lambda _: log.info(
-                    "serving on http://%s:%d",
-                    settings.host,
-                    settings.port,
-                    extra={"event": "serving", "host": settings.host, "port": settings.port},
-                ),
-            )
+            asyncio.run(serve(settings))
         elif args.command == "healthcheck":
             return healthcheck(settings)
         elif args.command == "migrate":

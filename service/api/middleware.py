@@ -34,15 +34,20 @@ def route_template(request: web.BaseRequest) -> str:
 
 @web.middleware
 async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost: one metrics sample and one log line per request, with the app key once authenticated.
+    """Outermost: one metrics sample and one log line per request, with the app key once authenticated, and
+    the count of requests in flight that a graceful shutdown waits for.
 
     It never reads the Authorization header: the secret cannot reach a log line or a label.
     """
     started = time.perf_counter()
     status = 500
+    lifecycle = request.app[keys.LIFECYCLE]
+    lifecycle.request_started()
     try:
         response = await handler(request)
         status = response.status
+        if lifecycle.state == "draining":
+            response.force_close()  # answer, then close: the client reconnects to another replica
         return response
     except web.HTTPException as exc:  # redirects; errors_middleware turns every error into a response
         status = exc.status
@@ -51,6 +56,7 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = CLIENT_CLOSED
         raise
     finally:
+        lifecycle.request_finished()
         seconds = time.perf_counter() - started
         method = request.method if request.method in _KNOWN_METHODS else "other"
         route = route_template(request)

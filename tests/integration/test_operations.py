@@ -9,6 +9,7 @@ import json
 import logging
 import pathlib
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from service.app import create_app
 from service.settings import Settings
 from service.store import migrations
 from tests.integration.conftest import Api, Service, schedule_body
+from tests.integration.test_cli_and_serve import ROOT, cli_env
 from tests.integration.dbproxy import DatabaseProxy
 from tests.integration.test_engine import engine_settings, next_whole_second, wall_at
 from tests.standin import StandIn
@@ -266,3 +268,20 @@ async def test_custom_args_may_be_null(api: Api) -> None:
     created = await api.create(body)
     assert created.status == 200
     assert (await api.get(created.json["schedule_id"])).json["push"]["custom_args"] is None
+
+
+async def test_cli_healthcheck_is_the_containers_probe(service: Service, unused_tcp_port: int) -> None:
+    """`python -m service healthcheck` (the Dockerfile's HEALTHCHECK): 0 when /healthz answers, else 1."""
+
+    async def healthcheck(port: str) -> tuple[int, str]:
+        env = cli_env(HOST="0.0.0.0", PORT=port)  # a wildcard listen address is probed on loopback
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "service", "healthcheck",
+            cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+        return process.returncode or 0, stderr.decode()
+
+    assert await healthcheck(service.base_url.rsplit(":", 1)[1]) == (0, "")
+    code, stderr = await healthcheck(str(unused_tcp_port))
+    assert code == 1 and f"unhealthy: http://127.0.0.1:{unused_tcp_port}/healthz" in stderr
