@@ -27,7 +27,6 @@ from tests.integration.conftest import Credentials
 from tests.integration.test_cli_and_serve import ROOT, cli_env, free_port
 
 
-
 @dataclasses.dataclass(frozen=True)
 class RunningService:
     base_url: str

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import importlib
 import json
-import pathlib
 import subprocess
 import sys
 from collections.abc import Iterator

@@ -172,46 +172,51 @@ async def test_sigterm_finishes_the_request_in_flight_then_stops_everything(tmp_
     )  # fmt: skip
     assert process.stdout is not None
     output: list[str] = []
-    await asyncio.wait_for(_read_until(process.stdout, '"event": "serving"', output), timeout=60)
-    drain = asyncio.create_task(_read_to_end(process.stdout, output))  # keep the pipe flowing
-    assert postgres_processes(data_dir), "the embedded PostgreSQL should run while the service does"
-    demo = json.loads((data_dir / "demo-app.json").read_text())
-    body = json.dumps(schedule_body(time=future_time(600), name="created_during_shutdown")).encode()
-    headers_sent = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
+    try:
+        await asyncio.wait_for(_read_until(process.stdout, '"event": "serving"', output), timeout=60)
+        drain = asyncio.create_task(_read_to_end(process.stdout, output))  # keep the pipe flowing
+        assert postgres_processes(data_dir), "the embedded PostgreSQL should run while the service does"
+        demo = json.loads((data_dir / "demo-app.json").read_text())
+        body = json.dumps(schedule_body(time=future_time(600), name="created_during_shutdown")).encode()
+        first_half_sent = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
 
-    async def slow_body() -> Any:
-        yield body[: len(body) // 2]
-        headers_sent.set()
-        await stopping.wait()  # the rest only after SIGTERM
-        await asyncio.sleep(0.5)
-        yield body[len(body) // 2 :]
+        async def slow_body() -> Any:
+            yield body[: len(body) // 2]
+            first_half_sent.set()
+            await stopping.wait()  # the rest only after SIGTERM
+            await asyncio.sleep(0.5)
+            yield body[len(body) // 2 :]
 
-    base = f"http://127.0.0.1:{port}/v4/schedules"
-    headers = {**basic(demo["app_key"], demo["master_secret"]), "Content-Type": "application/json"}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
-        in_flight = asyncio.create_task(session.post(base, data=slow_body(), headers=headers))
-        await headers_sent.wait()
-        await asyncio.sleep(0.5)  # the server is in the handler, reading the body
-        sent_at = loop.time()
-        process.send_signal(signal.SIGTERM)
-        stopping.set()
-        await asyncio.sleep(0.2)
-        with pytest.raises(aiohttp.ClientConnectionError):  # no new connection is accepted any more
-            async with session.get(f"http://127.0.0.1:{port}/healthz"):
-                pass
-        response = await asyncio.wait_for(in_flight, timeout=15)
-        async with response:
-            assert response.status == 200, await response.text()
-            assert (await response.json())["name"] == "created_during_shutdown"
-        returncode = await asyncio.wait_for(process.wait(), timeout=30)
-        shutdown_seconds = loop.time() - sent_at
+        base = f"http://127.0.0.1:{port}/v4/schedules"
+        headers = {**basic(demo["app_key"], demo["master_secret"]), "Content-Type": "application/json"}
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+            in_flight = asyncio.create_task(session.post(base, data=slow_body(), headers=headers))
+            await first_half_sent.wait()
+            await asyncio.sleep(0.5)  # the server is in the handler, reading the body
+            sent_at = loop.time()
+            process.send_signal(signal.SIGTERM)
+            stopping.set()
+            await asyncio.sleep(0.2)
+            with pytest.raises(aiohttp.ClientConnectionError):  # no new connection is accepted any more
+                async with session.get(f"http://127.0.0.1:{port}/healthz"):
+                    pass
+            response = await asyncio.wait_for(in_flight, timeout=15)
+            async with response:
+                assert response.status == 200, await response.text()
+                assert (await response.json())["name"] == "created_during_shutdown"
+            returncode = await asyncio.wait_for(process.wait(), timeout=30)
+            shutdown_seconds = loop.time() - sent_at
+    finally:
+        if process.returncode is None:  # the test failed early: do not leave the service behind
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), timeout=30)
     await asyncio.wait_for(drain, timeout=5)  # stdout closes with the process
     assert returncode == 0, "".join(output)
     assert postgres_processes(data_dir) == [], "the embedded PostgreSQL outlived the service"
     events = [json.loads(line) for line in output]
-    assert [event["message"] for event in events[-2:]][0] == "embedded PostgreSQL stopped"
+    assert events[-2]["message"] == "embedded PostgreSQL stopped"
     assert events[-1]["event"] == "stopped"
     # 0.5 s of the client's own pause, the request, the engine stop, the pool and a fast PostgreSQL stop.
     assert shutdown_seconds < 8, shutdown_seconds

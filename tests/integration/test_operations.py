@@ -4,7 +4,6 @@ schemathesis contract run found (tests/contract)."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import logging
 import pathlib
@@ -19,12 +18,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import logs
-from service.app import create_app
+from service.api import keys
+from service.app import create_app, drain
 from service.settings import Settings
 from service.store import migrations
 from tests.integration.conftest import Api, Service, schedule_body
-from tests.integration.test_cli_and_serve import ROOT, cli_env
 from tests.integration.dbproxy import DatabaseProxy
+from tests.integration.test_cli_and_serve import ROOT, cli_env
 from tests.integration.test_engine import engine_settings, next_whole_second, wall_at
 from tests.standin import StandIn
 
@@ -51,11 +51,29 @@ async def test_probes_answer_without_credentials(api: Api) -> None:
     readyz = await api.call("GET", "/readyz", auth=None)
     assert (readyz.status, readyz.json) == (200, {"status": "ready"})
     # Wrong credentials change nothing outside /v4/: they are never read there.
-    assert (await api.call("GET", "/healthz", auth="Basic Zm9vOmJhcg==")).status == 200
+    wrong = await api.call("GET", "/healthz", auth=None, headers={"Authorization": "Basic Zm9vOmJhcg=="})
+    assert wrong.status == 200
 
 
-async def test_readyz_says_draining_once_shutdown_begins(service: Service, api: Api) -> None:
-    await service.app.shutdown()  # aiohttp's shutdown signal, as SIGTERM sends it
+async def test_drain_waits_for_requests_in_flight_and_says_draining(service: Service, api: Api) -> None:
+    """`serve` calls drain() once its listener is closed (test_cli_and_serve measures the whole stop)."""
+    created = (await api.create(schedule_body())).json["schedule_id"]
+    lifecycle = service.app[keys.LIFECYCLE]
+    lifecycle.request_started()  # a request of our own stays in flight
+    assert await drain(service.app, timeout=0.2) is False
+    reply = await api.call("GET", "/readyz", auth=None)
+    assert (reply.status, reply.json) == (503, {"status": "draining"})
+    assert reply.headers["Connection"] == "close"  # answers while draining send clients elsewhere
+    assert (await api.get(created)).status == 200  # still served meanwhile
+    finishing = asyncio.create_task(drain(service.app, timeout=5))
+    await asyncio.sleep(0.05)
+    assert not finishing.done()
+    lifecycle.request_finished()
+    assert await finishing is True
+
+
+async def test_readyz_says_draining_on_aiohttp_shutdown(service: Service, api: Api) -> None:
+    await service.app.shutdown()  # the shutdown signal, for runners other than `serve` (web.run_app)
     reply = await api.call("GET", "/readyz", auth=None)
     assert (reply.status, reply.json) == (503, {"status": "draining"})
     assert (await api.call("GET", "/healthz", auth=None)).status == 200  # alive while it drains
