@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Re-install when the project's metadata changes.
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint clean
+.PHONY: run test contract lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Only the contract from outside (schemathesis, the generated client); `make test` runs it too.
+contract: $(STAMP)
+	$(BIN)/python -m pytest -q tests/contract $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

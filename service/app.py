@@ -1,20 +1,20 @@
 """The one place that wires settings, database, store and routes into an aiohttp application.
 
 Start-up and shutdown order is the order of `cleanup_ctx`: the database comes up first and goes down last.
+/readyz says "starting" until both are up and "draining" from the first moment of shutdown on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from service import admin
-from service.api import handlers, keys, middleware
+from service.api import handlers, keys, middleware, ops
 from service.domain import dispatch
 from service.engine import backends, dispatcher
 from service.settings import Settings
@@ -60,12 +60,27 @@ def engine_config(settings: Settings) -> dispatcher.EngineConfig:
     )
 
 
+async def drain(app: web.Application, timeout: float) -> bool:
+    """The first step of a graceful stop, once the listener is closed: /readyz answers "draining", responses
+    close their connections, and the requests in flight finish (True) or `timeout` runs out (False).
+
+    Their connections stay open meanwhile, so a request whose body is still arriving completes; aiohttp's own
+    shutdown, which follows, stops reading from every connection at once.
+    """
+    lifecycle = app[keys.LIFECYCLE]
+    lifecycle.state = "draining"
+    return await lifecycle.wait_idle(timeout)
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=middleware.MAX_BODY_BYTES,
-        middlewares=[middleware.errors_middleware, middleware.auth_middleware],
+        middlewares=[middleware.observe_middleware, middleware.errors_middleware, middleware.auth_middleware],
     )
     app[keys.WAVE_OFFSETS] = settings.wave_offset_minutes
+    app[keys.LIFECYCLE] = keys.Lifecycle()
+    # A probe or a scrape must answer well within a load balancer's or Prometheus's own timeout.
+    app[keys.PROBE_TIMEOUT] = min(settings.db_timeout_seconds, 2.0)
     # DELETE and disable wait at most this long for a send already in flight, then return.
     app[keys.IN_FLIGHT_WAIT] = settings.send_timeout_seconds
 
@@ -79,10 +94,13 @@ def create_app(settings: Settings) -> web.Application:
             app[keys.STORE] = store
             demo = await admin.ensure_demo_app(store, settings.data_dir, settings.default_max_schedules)
             if demo is not None:
-                print(
-                    "Created a demo app (saved in "
-                    f"{settings.data_dir / admin.DEMO_CREDENTIALS_FILE}):\n{json.dumps(demo.to_json())}",
-                    flush=True,
+                # The secret stays in the file (mode 0600): log lines travel to places secrets must not.
+                saved_in = settings.data_dir / admin.DEMO_CREDENTIALS_FILE
+                log.info(
+                    "created a demo app %s, credentials saved in %s",
+                    demo.app.app_key,
+                    saved_in,
+                    extra={"event": "demo_app_created", "app_key": demo.app.app_key, "credentials_file": str(saved_in)},
                 )
             yield
             await store.close()
@@ -99,8 +117,19 @@ def create_app(settings: Settings) -> web.Application:
         yield
         await engine.stop()
 
-    # Order matters: the engine starts after the database and stops before it.
+    async def mark_ready(app: web.Application) -> None:
+        app[keys.LIFECYCLE].state = "ready"
+
+    async def mark_draining(app: web.Application) -> None:
+        # aiohttp's shutdown signal: the listener is closed and in-flight requests still run.
+        app[keys.LIFECYCLE].state = "draining"
+
+    # Order matters: the engine starts after the database and stops before it. cleanup_ctx runs first among
+    # the startup handlers, so mark_ready runs once both are up.
     app.cleanup_ctx.append(database_context)
     app.cleanup_ctx.append(engine_context)
+    app.on_startup.append(mark_ready)
+    app.on_shutdown.append(mark_draining)
     app.add_routes(handlers.routes)
+    app.add_routes(ops.routes)
     return app

@@ -1,23 +1,28 @@
-"""Command line: `serve` (default), `migrate`, `apps create`, `apps list`."""
+"""Command line: `serve` (default), `migrate`, `apps create`, `apps list`, `healthcheck`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import logging
+import signal
 import sys
+import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from aiohttp import web
 
-from service import admin
-from service.app import create_app, open_database
+from service import admin, logs
+from service.app import create_app, drain, open_database
 from service.settings import Settings
 from service.store import database, migrations
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--push-key", help="app key this app pushes with (http backend)")
     create.add_argument("--push-secret", help="its secret; stored encrypted with PUSH_CREDENTIALS_KEY")
     apps.add_parser("list", help="list apps as JSON lines (never their secrets)")
+    commands.add_parser(
+        "healthcheck", help="exit 0 when the service on HOST:PORT answers /healthz (the container's HEALTHCHECK)"
+    )
     return parser
 
 
@@ -90,21 +98,75 @@ async def _apps_list(settings: Settings) -> None:
     await _with_database(settings, work)
 
 
+async def serve(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully.
+
+    Stop: close the listener (no new connections), drain (requests in flight finish on their open
+    connections, up to SHUTDOWN_TIMEOUT_SECONDS), then aiohttp's shutdown and the cleanup contexts in
+    reverse: the engine hands back unfinished sends, the pool closes, the embedded PostgreSQL stops.
+    """
+    app = create_app(settings)
+    # observe_middleware logs every request with its route template and app key: no aiohttp access log.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await runner.setup()  # start-up: database, migrations, engine
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        log.info(
+            "serving on http://%s:%d",
+            settings.host,
+            settings.port,
+            extra={"event": "serving", "host": settings.host, "port": settings.port},
+        )
+        await stop.wait()
+        started = loop.time()
+        log.info("stopping: no new connections, draining requests in flight", extra={"event": "stopping"})
+        await site.stop()
+        drained = await drain(app, settings.shutdown_timeout_seconds)
+        if not drained:
+            log.warning("shutdown timeout: cutting the requests still in flight")
+    finally:
+        await runner.cleanup()
+    log.info(
+        "stopped in %.2f s",
+        loop.time() - started,
+        extra={"event": "stopped", "seconds": round(loop.time() - started, 3)},
+    )
+
+
+def healthcheck(settings: Settings, timeout: float = 3.0) -> int:
+    """0 when GET /healthz on this host's service answers 200, else 1 (the reason goes to stderr)."""
+    # A wildcard listen address is reached on loopback.
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(settings.host, settings.host)
+    if ":" in host:
+        host = f"[{host}]"
+    url = f"http://{host}:{settings.port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            if response.status == 200:
+                return 0
+            problem = f"status {response.status}"
+    except (OSError, http.client.HTTPException) as exc:  # refused, timed out, a non-200 status, garbage
+        problem = repr(exc)
+    print(f"unhealthy: {url}: {problem}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    serving = args.command in (None, "serve")
+    # The server logs to stdout; the other commands print their results there, so their logs go to stderr.
+    logs.install(settings.log_level, sys.stdout if serving else sys.stderr, settings.log_format)
     try:
-        if args.command in (None, "serve"):
-            web.run_app(
-                create_app(settings),
-                host=settings.host,
-                port=settings.port,
-                shutdown_timeout=settings.shutdown_timeout_seconds,
-                print=lambda _: print(f"Serving on http://{settings.host}:{settings.port}", flush=True),
-            )
+        if serving:
+            asyncio.run(serve(settings))
+        elif args.command == "healthcheck":
+            return healthcheck(settings)
         elif args.command == "migrate":
             applied = asyncio.run(_with_database(settings, migrations.migrate))
             print(json.dumps({"applied": applied}))

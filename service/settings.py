@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +29,9 @@ class Settings(BaseSettings):
         default="", description="zone_type 2: comma-separated UTC offsets (+08:00,...) to fire; empty = all"
     )
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json: one object per line (production); text: plain lines (a terminal)"
+    )
 
     # The dispatch engine.
     engine_enabled: bool = Field(default=True, description="run the dispatcher in this process")

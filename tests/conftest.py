@@ -126,3 +126,14 @@ def database_url(postgres_server_dsn: str, template_dsn: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def repo_root() -> pathlib.Path:
     return pathlib.Path(__file__).resolve().parents[1]
+
+
+# Measurements a test wants shown at the end of the run (case counts, timings), beside pytest's summary.
+SUMMARY: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if SUMMARY:
+        terminalreporter.write_sep("-", "measured")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)

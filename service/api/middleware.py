@@ -1,19 +1,82 @@
-"""Authentication and the one error envelope, for every path: handlers only raise domain errors."""
+"""Request observation, authentication and the one error envelope, for every path: handlers only raise
+domain errors."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from service import metrics
 from service.api import keys
 from service.domain import credentials, errors
 
 log = logging.getLogger(__name__)
+# One line per request; its fields (see observe_middleware) are what the JSON log formatter emits.
+access_log = logging.getLogger("service.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY_BYTES = 64 * 1024
+# Any other method is counted as "other": a client must not be able to grow the metrics' label sets.
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+# nginx's convention for "the client closed the connection before the answer".
+CLIENT_CLOSED = 499
+
+
+def route_template(request: web.BaseRequest) -> str:
+    """The matched route's template (`/v4/schedules/{schedule_id}`), never the path: ids are app data."""
+    resource = request.match_info.route.resource
+    return metrics.UNMATCHED_ROUTE if resource is None else resource.canonical
+
+
+@web.middleware
+async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: one metrics sample and one log line per request, with the app key once authenticated, and
+    the count of requests in flight that a graceful shutdown waits for.
+
+    It never reads the Authorization header: the secret cannot reach a log line or a label.
+    """
+    started = time.perf_counter()
+    status = 500
+    lifecycle = request.app[keys.LIFECYCLE]
+    lifecycle.request_started()
+    try:
+        response = await handler(request)
+        status = response.status
+        if lifecycle.state == "draining":
+            response.force_close()  # answer, then close: the client reconnects to another replica
+        return response
+    except web.HTTPException as exc:  # redirects; errors_middleware turns every error into a response
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = CLIENT_CLOSED
+        raise
+    finally:
+        lifecycle.request_finished()
+        seconds = time.perf_counter() - started
+        method = request.method if request.method in _KNOWN_METHODS else "other"
+        route = route_template(request)
+        metrics.record_request(method, route, status, seconds)
+        app = request.get(keys.CURRENT_APP)
+        access_log.info(
+            "%s %s %d %.1f ms",
+            method,
+            route,
+            status,
+            seconds * 1000,
+            extra={
+                "event": "request",
+                "method": method,
+                "route": route,
+                "status": status,
+                "ms": round(seconds * 1000, 2),
+                "app_key": None if app is None else app.app_key,
+            },
+        )
 
 
 def error_response(error: errors.ServiceError) -> web.Response:
@@ -50,7 +113,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(_from_http_exception(request, exc))
+        response = error_response(_from_http_exception(request, exc))
+        if "Allow" in exc.headers:  # a 405 must say which methods the route has (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(errors.InternalError())

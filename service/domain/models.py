@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import pydantic
 from dateutil.relativedelta import relativedelta
@@ -84,13 +84,31 @@ ClockTime = Annotated[str, AfterValidator(_check_clock_time)]
 StringList = list[str]
 
 
-class _Strict(BaseModel):
+class _Wire(BaseModel):
+    """An optional field is absent or a value of its type: JSON null is refused, because the spec makes no
+    field nullable and a null forwarded to the push API would fail only at send time. (A required field's
+    own check already refuses null, with its own message.)"""
+
+    nullable_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            declared = {field.alias or name for name, field in cls.model_fields.items() if not field.is_required()}
+            for key, value in data.items():
+                if value is None and key in declared and key not in cls.nullable_fields:
+                    raise PydanticCustomError("null", "must not be null", {"field": key})
+        return data
+
+
+class _Strict(_Wire):
     """Wire objects we own: no unknown fields, no type coercion ("1" is not 1, 1 is not true)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class _Open(BaseModel):
+class _Open(_Wire):
     """Push objects: checked strictly but open, because unknown inner fields are forwarded to the push API."""
 
     model_config = ConfigDict(extra="allow", strict=True, populate_by_name=True)
@@ -257,6 +275,8 @@ class Push(_Open):
     request_id: str | None = None
     custom_args: Any = None
 
+    nullable_fields = frozenset({"custom_args"})  # any JSON value, forwarded as given
+
     @field_validator("to")
     @classmethod
     def _audience(cls, value: Any) -> Any:
@@ -293,13 +313,9 @@ class ScheduleUpdate(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _non_empty_without_nulls(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            if not data:
-                raise _invalid("must hold at least one of name, enabled, trigger, push")
-            for key, value in data.items():
-                if value is None and key in cls.model_fields:
-                    raise PydanticCustomError("null", "{field}: must not be null", {"field": key})
+    def _non_empty(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data:
+            raise _invalid("must hold at least one of name, enabled, trigger, push")
         return data
 
 
@@ -319,9 +335,10 @@ _PHRASES = {
 
 def _describe(error: Any, where: str) -> str:
     kind = error["type"]
-    if kind == "null":
-        return error["msg"]
     context = error.get("ctx") or {}
+    if kind == "null":  # raised by the object holding the field: name the field itself
+        field = context["field"]
+        return f"{where}.{field}: must not be null" if where else f"{field}: must not be null"
     if kind == "too_long":
         phrase = f"must have at most {context.get('max_length')} items"
     elif kind in ("greater_than_equal", "less_than_equal"):

@@ -123,3 +123,21 @@ class RunResult:
     error: str | None = None
     next_attempt_at: dt.datetime | None = None
     payload: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DueBacklog:
+    """Work due now and not done (for /metrics): fires not yet planned, retries due, sends whose lease ran out."""
+
+    fires: int
+    retries: int
+    expired_leases: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PoolUsage:
+    """One process's database pool (for /metrics)."""
+
+    size: int  # connections open
+    idle: int  # of which idle
+    max_size: int

@@ -7,6 +7,9 @@ One loop per process; any number of processes may share one database:
 3. record: outcomes are written in batches; failures are retried with backoff, and a run whose sender
    died is taken over by any replica when its lease runs out;
 4. sleep until the earliest due instant; LISTEN/NOTIFY wakes every replica when a change makes it earlier.
+
+Each recorded send is one structured log line (event "dispatch") and one sample of the runs-by-outcome
+counter and the lateness histogram (service.metrics).
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ import dataclasses
 import datetime as dt
 import logging
 import random
-
 from collections.abc import Callable
 from typing import Any
 
+from service import metrics
 from service.domain import dispatch, errors, timing, types
 from service.engine.backends import PushBackend
 from service.store import database
@@ -122,7 +125,9 @@ class Engine:
         """One round of plan, send, and claim retries, up to `limit` each; True when more work may wait."""
         now = _utcnow()
         lease_until = now + self._config.lease
-        planned, runs = await self._store.plan_due(now, limit, lease_until, self._plan(now))
+        missed: list[int] = []
+        planned, runs = await self._store.plan_due(now, limit, lease_until, self._plan(now, missed))
+        metrics.record_missed(sum(missed))  # only once the plan is committed
         for run in runs:
             self._dispatch(run)
         retries: list[types.RunToSend] = []
@@ -136,10 +141,10 @@ class Engine:
             await self._store.expire_lapsed(now)
         return planned >= limit or len(retries) >= room
 
-    def _plan(self, now: dt.datetime) -> Callable[[types.DueSchedule], dispatch.DuePlan]:
+    def _plan(self, now: dt.datetime, missed: list[int]) -> Callable[[types.DueSchedule], dispatch.DuePlan]:
         def plan(schedule: types.DueSchedule) -> dispatch.DuePlan:
             try:
-                return dispatch.plan_due(
+                planned = dispatch.plan_due(
                     schedule.trigger,
                     timing.load_zone(schedule.time_zone),
                     self._config.wave_offsets,
@@ -152,6 +157,8 @@ class Engine:
                 # every other: it stops here, expired, and the log says why.
                 log.exception("cannot plan schedule %s; it is expired without firing", schedule.schedule_id)
                 return dispatch.DuePlan(send=(), missed=(), next_fire_at=None)
+            missed.append(len(planned.missed))
+            return planned
 
         return plan
 
@@ -217,6 +224,7 @@ class Engine:
     async def _send(self, run: types.RunToSend) -> None:
         if not run.still_wanted:
             self._add_result(types.RunResult(run.run_id, "cancelled", _utcnow(), error="task deleted or disabled"))
+            metrics.record_run("cancelled", None)
             return
         try:
             outcome, payload = await self._backend.send(run)
@@ -225,17 +233,30 @@ class Engine:
             outcome, payload = dispatch.SendOutcome("retry", error=f"backend error: {exc!r}"[:1000]), None
         now = _utcnow()
         result = self._result_for(run, outcome, payload, now)
+        # Lateness: when this attempt finished, measured from the instant the run was due.
+        lateness = (now - run.due_at).total_seconds()
+        reported = "retry" if result.state == "pending" else result.state
+        metrics.record_run(reported, lateness)
+        wave = None if run.utc_offset_minutes is None else timing.format_offset(run.utc_offset_minutes)
         log.info(
-            "dispatch schedule=%s run=%s wave=%s due=%s lateness_ms=%.1f attempt=%d outcome=%s msg_id=%s error=%s",
+            "dispatch schedule %s run %s: %s (attempt %d, %.1f ms late)",
             run.schedule_id,
             run.run_id,
-            None if run.utc_offset_minutes is None else timing.format_offset(run.utc_offset_minutes),
-            run.due_at.isoformat(),
-            (now - run.due_at).total_seconds() * 1000,
+            reported,
             run.attempts,
-            result.state,
-            result.msg_id,
-            result.error,
+            lateness * 1000,
+            extra={
+                "event": "dispatch",
+                "schedule_id": str(run.schedule_id),
+                "run_id": str(run.run_id),
+                "wave": wave,
+                "due_at": run.due_at.isoformat(),
+                "lateness_ms": round(lateness * 1000, 1),
+                "outcome": reported,
+                "attempt": run.attempts,
+                "msg_id": result.msg_id,
+                "error": result.error,
+            },
         )
         self._add_result(result)
 

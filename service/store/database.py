@@ -14,6 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 import asyncpg
 
 from service.domain import dispatch, errors, types
+from service.store import migrations
 from service.store.queries import SQL
 
 log = logging.getLogger(__name__)
@@ -466,3 +467,21 @@ class Store:
     async def ping(self) -> None:
         async with self._acquire() as connection:
             await connection.fetchval("SELECT 1")
+
+    # -- operations -------------------------------------------------------------------------------------
+
+    @_translated
+    async def schema_is_current(self, timeout: float) -> bool:
+        """For /readyz: the database answers within `timeout` seconds and every migration file is applied."""
+        async with self._pool.acquire(timeout=timeout) as connection:
+            return await asyncio.wait_for(migrations.is_current(connection), timeout)
+
+    @_translated
+    async def due_backlog(self, now: dt.datetime, timeout: float) -> types.DueBacklog:
+        """For /metrics: work due at `now` and not done, counted within `timeout` seconds."""
+        async with self._pool.acquire(timeout=timeout) as connection:
+            row = await connection.fetchrow(SQL["count_due_backlog"], now, timeout=timeout)
+        return types.DueBacklog(row["fires"], row["retries"], row["expired_leases"])
+
+    def pool_usage(self) -> types.PoolUsage:
+        return types.PoolUsage(self._pool.get_size(), self._pool.get_idle_size(), self._pool.get_max_size())

@@ -183,3 +183,12 @@ WHERE id IN (
     WHERE state = 'active' AND NOT enabled AND final_fire_at <= $1
     LIMIT 1000
 );
+
+-- name: count_due_backlog
+-- /metrics: work due now and not done (fires to plan, retries due, expired leases); each count rides its
+-- partial index.
+SELECT
+    (SELECT count(*) FROM schedules
+     WHERE enabled AND state = 'active' AND next_fire_at IS NOT NULL AND next_fire_at <= $1) AS fires,
+    (SELECT count(*) FROM runs WHERE state = 'pending' AND next_attempt_at <= $1) AS retries,
+    (SELECT count(*) FROM runs WHERE state = 'sending' AND lease_until < $1) AS expired_leases;

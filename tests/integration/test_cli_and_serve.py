@@ -16,9 +16,11 @@ from typing import Any
 import aiohttp
 import asyncpg
 import psutil
+import pytest
 
 from service.app import create_app
 from service.settings import Settings
+from tests.conftest import SUMMARY
 from tests.integration.conftest import future_time, schedule_body
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -109,11 +111,14 @@ async def test_serve_on_the_embedded_default_then_sigterm(tmp_path: pathlib.Path
     output: list[str] = []
     try:
         assert process.stdout is not None
-        await asyncio.wait_for(_read_until(process.stdout, "Serving on", output), timeout=60)
-        assert any("Created a demo app" in line for line in output)
+        await asyncio.wait_for(_read_until(process.stdout, '"event": "serving"', output), timeout=60)
         demo_file = data_dir / "demo-app.json"
         assert demo_file.stat().st_mode & 0o777 == 0o600
         demo = json.loads(demo_file.read_text())
+        # Every line on stdout is one JSON object; the demo app's key is logged, its secret only saved.
+        events = [json.loads(line) for line in output]
+        assert any(event.get("event") == "demo_app_created" and event["app_key"] == demo["app_key"] for event in events)
+        assert not any(demo["master_secret"] in line for line in output)
         headers = basic(demo["app_key"], demo["master_secret"])
         base = f"http://127.0.0.1:{port}/v4/schedules"
         async with aiohttp.ClientSession(headers=headers) as session:
@@ -137,3 +142,82 @@ async def test_serve_on_the_embedded_default_then_sigterm(tmp_path: pathlib.Path
         if proc.info["name"] == "postgres" and pgdata in " ".join(proc.info["cmdline"] or [])
     ]
     assert leftovers == [], "the embedded PostgreSQL outlived the service"
+
+
+async def _read_to_end(stream: asyncio.StreamReader, seen: list[str]) -> None:
+    while line := (await stream.readline()).decode():
+        seen.append(line)
+
+
+def postgres_processes(data_dir: pathlib.Path) -> list[int]:
+    pgdata = str((data_dir / "postgres").resolve())
+    return [
+        proc.pid
+        for proc in psutil.process_iter(attrs=["name", "cmdline"])
+        if proc.info["name"] == "postgres" and pgdata in " ".join(proc.info["cmdline"] or [])
+    ]
+
+
+async def test_sigterm_finishes_the_request_in_flight_then_stops_everything(tmp_path: pathlib.Path) -> None:
+    """SIGTERM while a create is mid-body: the listener closes, the request still completes 200, the
+    process exits 0 and the embedded PostgreSQL is gone. The shutdown time is measured and bounded."""
+    port = free_port()
+    data_dir = tmp_path / "data"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service",
+        cwd=ROOT,
+        env=cli_env(DATA_DIR=str(data_dir), PORT=str(port), SHUTDOWN_TIMEOUT_SECONDS="10"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    output: list[str] = []
+    try:
+        await asyncio.wait_for(_read_until(process.stdout, '"event": "serving"', output), timeout=60)
+        drain = asyncio.create_task(_read_to_end(process.stdout, output))  # keep the pipe flowing
+        assert postgres_processes(data_dir), "the embedded PostgreSQL should run while the service does"
+        demo = json.loads((data_dir / "demo-app.json").read_text())
+        body = json.dumps(schedule_body(time=future_time(600), name="created_during_shutdown")).encode()
+        first_half_sent = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+
+        async def slow_body() -> Any:
+            yield body[: len(body) // 2]
+            first_half_sent.set()
+            await stopping.wait()  # the rest only after SIGTERM
+            await asyncio.sleep(0.5)
+            yield body[len(body) // 2 :]
+
+        base = f"http://127.0.0.1:{port}/v4/schedules"
+        headers = {**basic(demo["app_key"], demo["master_secret"]), "Content-Type": "application/json"}
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+            in_flight = asyncio.create_task(session.post(base, data=slow_body(), headers=headers))
+            await first_half_sent.wait()
+            await asyncio.sleep(0.5)  # the server is in the handler, reading the body
+            sent_at = loop.time()
+            process.send_signal(signal.SIGTERM)
+            stopping.set()
+            await asyncio.sleep(0.2)
+            with pytest.raises(aiohttp.ClientConnectionError):  # no new connection is accepted any more
+                async with session.get(f"http://127.0.0.1:{port}/healthz"):
+                    pass
+            response = await asyncio.wait_for(in_flight, timeout=15)
+            async with response:
+                assert response.status == 200, await response.text()
+                assert (await response.json())["name"] == "created_during_shutdown"
+            returncode = await asyncio.wait_for(process.wait(), timeout=30)
+            shutdown_seconds = loop.time() - sent_at
+    finally:
+        if process.returncode is None:  # the test failed early: do not leave the service behind
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), timeout=30)
+    await asyncio.wait_for(drain, timeout=5)  # stdout closes with the process
+    assert returncode == 0, "".join(output)
+    assert postgres_processes(data_dir) == [], "the embedded PostgreSQL outlived the service"
+    events = [json.loads(line) for line in output]
+    assert events[-2]["message"] == "embedded PostgreSQL stopped"
+    assert events[-1]["event"] == "stopped"
+    # 0.5 s of the client's own pause, the request, the engine stop, the pool and a fast PostgreSQL stop.
+    assert shutdown_seconds < 8, shutdown_seconds
+    SUMMARY.append(f"shutdown: SIGTERM with a request in flight to exit 0, PostgreSQL stopped: {shutdown_seconds:.2f} s")

@@ -11,7 +11,7 @@ import yaml
 from openapi_spec_validator import validate
 from openapi_spec_validator.readers import read_from_filename
 
-from service.api import handlers
+from service.api import handlers, ops
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -51,5 +51,9 @@ def test_every_served_route_is_in_the_spec_and_back() -> None:
         for method in item
         if method in ("get", "put", "post", "delete", "patch")
     }
-    served = {(route.method, route.path) for route in handlers.routes}  # type: ignore[attr-defined]
+    served = {
+        (route.method, route.path)  # type: ignore[attr-defined]
+        for table in (handlers.routes, ops.routes)
+        for route in table
+    }
     assert served == documented

@@ -1,0 +1,55 @@
+"""Operations endpoints: `/healthz`, `/readyz`, `/metrics`.
+
+They sit outside `/v4/`, so they need no app credentials, and they answer nothing about any app: process
+state, counts and timings only. The database is asked with a short timeout (PROBE_TIMEOUT), so a probe
+or a scrape answers even while it is down.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from aiohttp import web
+
+from service import metrics
+from service.api import keys
+from service.domain import errors
+
+routes = web.RouteTableDef()
+
+
+def _status(status: str, http_status: int = 200) -> web.Response:
+    return web.json_response({"status": status}, status=http_status)
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """Alive: the process answers. Never touches the database, so a database outage restarts nothing."""
+    return _status("alive")
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """Ready for traffic: started, not draining, the database answers and its migrations are current."""
+    state = request.app[keys.LIFECYCLE].state
+    if state != "ready":
+        return _status(state, 503)
+    try:
+        current = await request.app[keys.STORE].schema_is_current(request.app[keys.PROBE_TIMEOUT])
+    except errors.DatabaseUnavailable:
+        return _status("database unavailable", 503)
+    return _status("ready") if current else _status("migrations pending", 503)
+
+
+@routes.get("/metrics")
+async def metrics_text(request: web.Request) -> web.Response:
+    """Prometheus text. The backlog is counted now; when the database does not answer it is left out."""
+    store = request.app.get(keys.STORE)
+    backlog = pool = None
+    if store is not None:
+        pool = store.pool_usage()
+        try:
+            backlog = await store.due_backlog(dt.datetime.now(dt.timezone.utc), request.app[keys.PROBE_TIMEOUT])
+        except errors.DatabaseUnavailable:
+            backlog = None
+    return web.Response(body=metrics.exposition(backlog, pool), headers={"Content-Type": metrics.CONTENT_TYPE})
