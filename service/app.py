@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -94,13 +95,15 @@ def create_app(settings: Settings) -> web.Application:
             app[keys.STORE] = store
             demo = await admin.ensure_demo_app(store, settings.data_dir, settings.default_max_schedules)
             if demo is not None:
-                # The secret stays in the file (mode 0600): log lines travel to places secrets must not.
+                # Printed once, on the first start of an empty database, so a new user can call the API at
+                # once (the quick start asks for it); also saved in a 0600 file. Production apps come from
+                # `apps create`, whose secret is shown only to the operator who runs it.
                 saved_in = settings.data_dir / admin.DEMO_CREDENTIALS_FILE
-                log.info(
-                    "created a demo app %s, credentials saved in %s",
-                    demo.app.app_key,
+                log.warning(
+                    "created a demo app; its credentials, also saved in %s: %s",
                     saved_in,
-                    extra={"event": "demo_app_created", "app_key": demo.app.app_key, "credentials_file": str(saved_in)},
+                    json.dumps(demo.to_json()),
+                    extra={"event": "demo_app_created", "credentials_file": str(saved_in), **demo.to_json()},
                 )
             yield
             await store.close()
