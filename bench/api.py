@@ -24,14 +24,33 @@ import aiohttp
 
 from bench.harness import UTC, Bench, _wait_http, free_port, machine
 
+# Creates of one app are serialized by its lock (the cap must hold); real load comes from many apps.
+TENANTS = 50
 
-def wrk(url: str, seconds: int, connections: int, method: str = "GET", body: str | None = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
+
+def wrk(
+    url: str,
+    seconds: int,
+    connections: int,
+    method: str = "GET",
+    body: str | None = None,
+    headers: dict[str, str] | None = None,
+    rotate_auth: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run wrk; `rotate_auth` spreads requests over several apps' Authorization headers, round robin."""
     script = pathlib.Path(tempfile.mkstemp(suffix=".lua")[1])
     lines = [f'wrk.method = "{method}"']
     if body is not None:
         lines.append(f"wrk.body = {json.dumps(body)}")
     for name, value in (headers or {}).items():
         lines.append(f'wrk.headers["{name}"] = "{value}"')
+    if rotate_auth:
+        lines.append("auths = {" + ", ".join(json.dumps(value) for value in rotate_auth) + "}")
+        lines.append("counter = 0")
+        lines.append(
+            "request = function() counter = counter + 1; "
+            'wrk.headers["Authorization"] = auths[(counter % #auths) + 1]; return wrk.format() end'
+        )
     # Count non-2xx answers, so a fast stream of errors cannot pass for throughput.
     lines.append("errors = 0\nresponse = function(status, headers, body) if status >= 300 then errors = errors + 1 end end")
     script.write_text("\n".join(lines))
@@ -64,8 +83,13 @@ async def run(seconds: int, connections: int) -> dict[str, Any]:
             for _ in range(50):
                 async with session.post(bench.service_url + "/v4/schedules", data=body) as response:
                     schedule_id = (await response.json())["schedule_id"]
+        tenants = [await bench.new_app(max_schedules=10_000_000) for _ in range(TENANTS)]
+        tenant_auth = ["Basic " + base64.b64encode(f"{t.app.app_key}:{t.master_secret}".encode()).decode() for t in tenants]
         results: dict[str, Any] = {}
-        results["create"] = await asyncio.to_thread(wrk, bench.service_url + "/v4/schedules", seconds, connections, "POST", body, headers)
+        results[f"create, {TENANTS} apps"] = await asyncio.to_thread(
+            wrk, bench.service_url + "/v4/schedules", seconds, connections, "POST", body, headers, tenant_auth
+        )
+        results["create, one app"] = await asyncio.to_thread(wrk, bench.service_url + "/v4/schedules", seconds, connections, "POST", body, headers)
         results["detail"] = await asyncio.to_thread(wrk, f"{bench.service_url}/v4/schedules/{schedule_id}", seconds, connections, headers={"Authorization": auth})
         results["list"] = await asyncio.to_thread(wrk, bench.service_url + "/v4/schedules?page=1", seconds, connections, headers={"Authorization": auth})
         bare_port = free_port()

@@ -79,6 +79,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[middleware.observe_middleware, middleware.errors_middleware, middleware.auth_middleware],
     )
     app[keys.WAVE_OFFSETS] = settings.wave_offset_minutes
+    app[keys.CREDENTIALS] = keys.CredentialCache()
     app[keys.LIFECYCLE] = keys.Lifecycle()
     # A probe or a scrape must answer well within a load balancer's or Prometheus's own timeout.
     app[keys.PROBE_TIMEOUT] = min(settings.db_timeout_seconds, 2.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from typing import Literal
 
 from aiohttp import web
@@ -11,7 +12,32 @@ from aiohttp import web
 from service.domain import types
 from service.store import database
 
+class CredentialCache:
+    """Apps and their secret digests by app key, for a few seconds, so authenticating does not cost a query
+    on every request. Unknown keys are remembered too, so a wrong key and a wrong secret still take the same
+    path and the same time. Apps are never deleted and their secrets never change through the service, so
+    a short lifetime loses nothing; a new app is seen at once (an unknown key is re-asked after the TTL)."""
+
+    def __init__(self, ttl_seconds: float = 10.0, max_entries: int = 10_000) -> None:
+        self._ttl = ttl_seconds
+        self._max_entries = max_entries
+        self._entries: dict[str, tuple[float, tuple[types.App, bytes] | None]] = {}
+
+    def get(self, app_key: str) -> tuple[bool, tuple[types.App, bytes] | None]:
+        """(cached, app and digest or None for a key known not to exist)."""
+        entry = self._entries.get(app_key)
+        if entry is None or entry[0] < time.monotonic():
+            return False, None
+        return True, entry[1]
+
+    def put(self, app_key: str, found: tuple[types.App, bytes] | None) -> None:
+        if len(self._entries) >= self._max_entries:
+            self._entries.clear()  # simplest bound: a burst of new keys costs one refill
+        self._entries[app_key] = (time.monotonic() + self._ttl, found)
+
+
 STORE = web.AppKey("store", database.Store)
+CREDENTIALS = web.AppKey("credentials", CredentialCache)
 WAVE_OFFSETS = web.AppKey("wave_offsets", tuple)
 IN_FLIGHT_WAIT = web.AppKey("in_flight_wait", float)
 

@@ -132,7 +132,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if parsed is None:
         raise errors.AuthenticationFailed()
     app_key, master_secret = parsed
-    found = await request.app[keys.STORE].get_app_with_secret_digest(app_key)
+    cache = request.app[keys.CREDENTIALS]
+    cached, found = cache.get(app_key)
+    if not cached:
+        found = await request.app[keys.STORE].get_app_with_secret_digest(app_key)
+        cache.put(app_key, found)
     stored_digest = found[1] if found else None
     if not credentials.secret_matches(master_secret, stored_digest) or found is None:
         raise errors.AuthenticationFailed()

@@ -53,6 +53,11 @@ def _translated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return wrapper
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Pool release without asyncpg's RESET ALL / UNLISTEN round trip: pool connections never change session
+    state (LISTEN and advisory locks use dedicated connections); asyncpg still rolls back an open transaction."""
+
+
 async def register_json_codecs(connection: asyncpg.Connection) -> None:
     for type_name in ("json", "jsonb"):
         await connection.set_type_codec(
@@ -152,6 +157,7 @@ class Store:
                 timeout=timeout,
                 command_timeout=timeout,
                 init=register_json_codecs,
+                reset=_keep_session,
             )
         except _UNAVAILABLE as exc:
             raise errors.DatabaseUnavailable() from exc
