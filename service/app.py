@@ -50,7 +50,8 @@ def engine_config(settings: Settings) -> dispatcher.EngineConfig:
         misfire_grace=dt.timedelta(seconds=settings.misfire_grace),
         batch_size=settings.engine_batch_size,
         send_concurrency=settings.send_concurrency,
-        lease=dt.timedelta(seconds=max(settings.lease_seconds, settings.send_timeout_seconds * 2)),
+        # A planned batch may wait for send slots before its sends time out: the lease covers both.
+        lease=dt.timedelta(seconds=max(settings.lease_seconds, settings.send_timeout_seconds * 3)),
         retry=dispatch.RetryPolicy(
             base_seconds=settings.retry_base_seconds,
             max_seconds=settings.retry_max_seconds,

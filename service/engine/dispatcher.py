@@ -59,6 +59,7 @@ class Engine:
         self._wake = asyncio.Event()
         self._wake_at: float | None = None  # epoch seconds the loop sleeps until; None: any change wakes it
         self._slot_freed = asyncio.Event()
+        self._unstarted: list[types.RunToSend] = []
         self._in_flight: dict[asyncio.Task[None], types.RunToSend] = {}
         self._results: list[types.RunResult] = []
         self._results_ready = asyncio.Event()
@@ -83,7 +84,8 @@ class Engine:
         await asyncio.gather(self._loop_task, return_exceptions=True)
         if self._in_flight:
             await asyncio.wait(list(self._in_flight), timeout=self._config.drain_seconds)
-        unfinished = [run.run_id for run in self._in_flight.values()]
+        # Leased but never started (the loop stopped while waiting for a send slot), or still sending.
+        unfinished = [run.run_id for run in self._unstarted] + [run.run_id for run in self._in_flight.values()]
         for task in list(self._in_flight):
             task.cancel()
         await asyncio.gather(*self._in_flight, return_exceptions=True)
@@ -102,14 +104,8 @@ class Engine:
 
     async def _loop(self) -> None:
         while not self._stopping.is_set():
-            free = self._config.send_concurrency - len(self._in_flight)
-            if free <= 0:
-                # Claim only what can be sent now: a run leased but waiting for a slot would only age.
-                self._slot_freed.clear()
-                await _wait_first(self._slot_freed, self._stopping)
-                continue
             try:
-                more = await self._tick(min(free, self._config.batch_size))
+                more = await self._tick(self._config.batch_size)
             except errors.ServiceError as exc:
                 log.warning("engine tick failed, retrying in 1 s: %s", exc.message)
                 await self._sleep(1.0)
@@ -128,18 +124,15 @@ class Engine:
         missed: list[int] = []
         planned, runs = await self._store.plan_due(now, limit, lease_until, self._plan(now, missed))
         metrics.record_missed(sum(missed))  # only once the plan is committed
-        for run in runs:
-            self._dispatch(run)
+        await self._dispatch_all(runs)
         retries: list[types.RunToSend] = []
-        room = limit - len(runs)
-        if room > 0:
-            retries = await self._store.claim_retries(now, room, lease_until)
-            for run in retries:
-                self._dispatch(run)
+        if not self._stopping.is_set():
+            retries = await self._store.claim_retries(now, limit, lease_until)
+            await self._dispatch_all(retries)
         if now - self._last_sweep >= self._config.sweep_interval:
             self._last_sweep = now
             await self._store.expire_lapsed(now)
-        return planned >= limit or len(retries) >= room
+        return planned >= limit or len(retries) >= limit
 
     def _plan(self, now: dt.datetime, missed: list[int]) -> Callable[[types.DueSchedule], dispatch.DuePlan]:
         def plan(schedule: types.DueSchedule) -> dispatch.DuePlan:
@@ -211,6 +204,20 @@ class Engine:
             await self._sleep(1.0)
 
     # -- sending ----------------------------------------------------------------------------------------
+
+    async def _dispatch_all(self, runs: list[types.RunToSend]) -> None:
+        """Start each run's send as a slot frees; if the engine stops meanwhile, the rest is handed back."""
+        for index, run in enumerate(runs):
+            while len(self._in_flight) >= self._config.send_concurrency:
+                if self._stopping.is_set():
+                    self._unstarted.extend(runs[index:])
+                    return
+                self._slot_freed.clear()
+                await _wait_first(self._slot_freed, self._stopping)
+            if self._stopping.is_set():
+                self._unstarted.extend(runs[index:])
+                return
+            self._dispatch(run)
 
     def _dispatch(self, run: types.RunToSend) -> None:
         task = asyncio.create_task(self._send(run))
