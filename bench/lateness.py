@@ -46,7 +46,7 @@ async def run(count: int) -> dict[str, object]:
     arrivals = sorted(received_at for _, received_at, _ in delivered)
     dues = sorted(due.timestamp() for due in due_by_name.values())
     lateness_ms = [(arrival - due) * 1000 for arrival, due in zip(arrivals, dues)]
-    return {"benchmark": "lateness", "machine": machine(), "tasks": count, "delivered": len(arrivals), "lateness_ms": percentiles(lateness_ms)}
+    return {"benchmark": "lateness", "machine": machine(), "tasks": count, "delivered": len(arrivals), "lateness_ms": percentiles(lateness_ms), "worst": sorted((round(ms, 1), index) for index, ms in enumerate(lateness_ms))[-5:]}
 
 
 def main() -> None:
