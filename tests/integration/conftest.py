@@ -21,6 +21,8 @@ from service import admin
 from service.api import keys
 from service.app import create_app
 from service.settings import Settings
+from tests import examples
+from tests.integration.dbproxy import DatabaseProxy
 from tests.standin import StandIn
 
 SPEC_PATH = pathlib.Path(__file__).resolve().parents[2] / "openapi.yaml"
@@ -261,26 +263,15 @@ def future_time(seconds: float = 3600, zone: dt.tzinfo = dt.timezone.utc) -> str
 
 
 def schedule_body(time: str | None = None, zone_type: int | None = 1, **overrides: Any) -> dict[str, Any]:
-    single: dict[str, Any] = {"time": time or future_time()}
-    if zone_type is not None:
-        single["zone_type"] = zone_type
-    body: dict[str, Any] = {
-        "name": "schedule push example",
-        "enabled": True,
-        "trigger": {"single": single},
-        "push": {
-            "from": "push",
-            "to": {"registration_id": ["1a0018970ab49abda3e", "100d85590955c1d2793"]},
-            "body": {
-                "platform": "web",
-                "notification": {"alert": "Api web timed task", "web": {"title": "t", "extras": {"key1": "value1"}}},
-                "message": {},
-                "options": {"time_to_live": 60},
-            },
-            "request_id": "12345",
-            "custom_args": "business info",
-        },
-    }
-    body.update(overrides)
-    return body
+    """The seed's create example, due an hour from now unless `time` says otherwise."""
+    return examples.seed_schedule(time or future_time(), zone_type, **overrides)
 
+
+
+@pytest.fixture
+async def proxy(database_url: str) -> AsyncIterator[DatabaseProxy]:
+    """A TCP proxy in front of the test database: stopping it is a real outage."""
+    proxy = DatabaseProxy(database_url)
+    await proxy.start()
+    yield proxy
+    await proxy.stop()

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import pathlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import pytest
 
 from service.app import create_app
 from service.settings import Settings
 from tests.integration.conftest import Api, Service, schedule_body
 from tests.integration.dbproxy import DatabaseProxy
-
-
-@pytest.fixture
-async def proxy(database_url: str) -> AsyncIterator[DatabaseProxy]:
-    proxy = DatabaseProxy(database_url)
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
 
 
 async def test_outage_answers_503_and_recovers(proxy: DatabaseProxy, tmp_path: pathlib.Path, aiohttp_server: Any) -> None:

@@ -9,7 +9,6 @@ import logging
 import pathlib
 import shutil
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -22,10 +21,9 @@ from service.api import keys
 from service.app import create_app, drain
 from service.settings import Settings
 from service.store import migrations
-from tests.integration.conftest import Api, Service, schedule_body
+from tests.integration.conftest import Api, Service, engine_settings, next_whole_second, schedule_body, wall_at
 from tests.integration.dbproxy import DatabaseProxy
 from tests.integration.test_cli_and_serve import ROOT, cli_env
-from tests.integration.test_engine import engine_settings, next_whole_second, wall_at
 from tests.standin import StandIn
 
 
@@ -147,14 +145,6 @@ def backlog(scraped: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> di
     return {
         kind: scraped[("push_due_backlog", (("kind", kind),))] for kind in ("fires", "retries", "expired_leases")
     }
-
-
-@pytest.fixture
-async def proxy(database_url: str) -> AsyncIterator[DatabaseProxy]:
-    proxy = DatabaseProxy(database_url)
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
 
 
 async def test_probes_and_metrics_while_the_database_is_down(

@@ -9,28 +9,11 @@ from typing import Any
 import pytest
 
 from service.domain import errors, models
+from tests import examples
 
 
 def valid_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "name": "schedule push example",
-        "enabled": True,
-        "trigger": {"single": {"time": "2027-06-01 19:20:00", "zone_type": 1}},
-        "push": {
-            "from": "push",
-            "to": {"registration_id": ["1a0018970ab49abda3e", "100d85590955c1d2793"]},
-            "body": {
-                "platform": "web",
-                "notification": {"alert": "Api web timed task", "web": {"alert": "a", "title": "t", "extras": {"key1": "value1"}}},
-                "message": {},
-                "options": {"time_to_live": 60},
-            },
-            "request_id": "12345",
-            "custom_args": "business info",
-        },
-    }
-    body.update(overrides)
-    return body
+    return examples.seed_schedule("2027-06-01 19:20:00", **overrides)
 
 
 def with_push(path: str, value: Any) -> dict[str, Any]:
