@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from service.domain import errors, models, periodical, timing, types
+from service.domain import dispatch, errors, models, periodical, timing, types
 
 
 def plan_trigger(
@@ -56,8 +56,7 @@ def values_for_create(
 
 
 def _kind_and_zone(trigger: dict[str, Any]) -> tuple[str, int]:
-    kind = next(iter(trigger))
-    return kind, int(trigger[kind].get("zone_type", 1))
+    return next(iter(trigger)), dispatch.zone_type(trigger)
 
 
 def values_for_update(

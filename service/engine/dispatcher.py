@@ -105,7 +105,7 @@ class Engine:
     async def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                more = await self._tick(self._config.batch_size)
+                more = await self._tick()
             except errors.ServiceError as exc:
                 log.warning("engine tick failed, retrying in 1 s: %s", exc.message)
                 await self._sleep(1.0)
@@ -117,8 +117,9 @@ class Engine:
             if not more:
                 await self._sleep_until_due()
 
-    async def _tick(self, limit: int) -> bool:
-        """One round of plan, send, and claim retries, up to `limit` each; True when more work may wait."""
+    async def _tick(self) -> bool:
+        """One round of plan, send, and claim retries, a batch of each; True when more work may wait."""
+        limit = self._config.batch_size
         now = _utcnow()
         lease_until = now + self._config.lease
         missed: list[int] = []

@@ -469,11 +469,6 @@ class Store:
         )
         return connection
 
-    @_translated
-    async def ping(self) -> None:
-        async with self._acquire() as connection:
-            await connection.fetchval("SELECT 1")
-
     # -- operations -------------------------------------------------------------------------------------
 
     @_translated
