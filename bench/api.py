@@ -65,7 +65,7 @@ def wrk(
     return {"requests_per_second": rate, "p50": latency.get("50"), "p99": latency.get("99"), "non_2xx": int(non_2xx.group(1)) if non_2xx else 0}
 
 
-async def run(seconds: int, connections: int) -> dict[str, Any]:
+async def run(seconds: int, connections: int, only: str | None, profile: str | None) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     async with Bench() as bench:
@@ -86,13 +86,27 @@ async def run(seconds: int, connections: int) -> dict[str, Any]:
         tenants = [await bench.new_app(max_schedules=10_000_000) for _ in range(TENANTS)]
         tenant_auth = ["Basic " + base64.b64encode(f"{t.app.app_key}:{t.master_secret}".encode()).decode() for t in tenants]
         results: dict[str, Any] = {}
-        # Reads first, on an app holding 50 tasks; the creates below add thousands.
-        results["detail"] = await asyncio.to_thread(wrk, f"{bench.service_url}/v4/schedules/{schedule_id}", seconds, connections, headers={"Authorization": auth})
-        results["list"] = await asyncio.to_thread(wrk, bench.service_url + "/v4/schedules?page=1", seconds, connections, headers={"Authorization": auth})
-        results[f"create, {TENANTS} apps"] = await asyncio.to_thread(
-            wrk, bench.service_url + "/v4/schedules", seconds, connections, "POST", body, headers, tenant_auth
-        )
-        results["create, one app"] = await asyncio.to_thread(wrk, bench.service_url + "/v4/schedules", seconds, connections, "POST", body, headers)
+        loads = {
+            # Reads first, on an app holding 50 tasks; the creates below add thousands.
+            "detail": (f"{bench.service_url}/v4/schedules/{schedule_id}", "GET", None, {"Authorization": auth}, None),
+            "list": (bench.service_url + "/v4/schedules?page=1", "GET", None, {"Authorization": auth}, None),
+            f"create, {TENANTS} apps": (bench.service_url + "/v4/schedules", "POST", body, headers, tenant_auth),
+            "create, one app": (bench.service_url + "/v4/schedules", "POST", body, headers, None),
+        }
+        for name, (url, method, load_body, load_headers, rotate) in loads.items():
+            if only and not name.startswith(only):
+                continue
+            if profile:
+                bench.profile_service(profile, seconds)
+                profile = None  # the first load measured only
+            before = bench.cpu_seconds()
+            results[name] = await asyncio.to_thread(
+                wrk, url, seconds, connections, method, load_body, load_headers, rotate
+            )
+            after = bench.cpu_seconds()
+            results[name]["cpu_seconds"] = {part: round(after[part] - before[part], 2) for part in after}
+        if only and not "ceiling".startswith(only):
+            return {"benchmark": "api", "machine": machine(), "seconds": seconds, "connections": connections, "results": results}
         bare_port = free_port()
         bare = subprocess.Popen([sys.executable, "-m", "bench.bare_server", "--port", str(bare_port), "--dsn", bench.dsn])
         try:
@@ -110,8 +124,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--only", help="measure only the loads whose name starts with this (detail, list, create, ceiling)")
+    parser.add_argument("--profile", metavar="FILE", help="py-spy the service during the first load measured")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.seconds, args.connections)), indent=2))
+    print(json.dumps(asyncio.run(run(args.seconds, args.connections, args.only, args.profile)), indent=2))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ import time
 from bench.harness import UTC, Bench, machine, percentiles
 from tests.bulk import bulk_schedules
 
+PROFILE_SECONDS = 3
 
-async def run_local(count: int, lead_seconds: float) -> dict[str, object]:
+
+async def run_local(count: int, lead_seconds: float, profile: str | None) -> dict[str, object]:
     import asyncpg
 
     async with Bench() as bench:
@@ -31,6 +33,7 @@ async def run_local(count: int, lead_seconds: float) -> dict[str, object]:
             raise SystemExit("setting up took longer than --lead; raise it")
         connection = await asyncpg.connect(bench.dsn)
         try:
+            cpu_before = await _cpu_at(bench, due, profile)
             sent = 0
             while time.time() < due.timestamp() + 300:
                 await asyncio.sleep(0.2)
@@ -38,6 +41,7 @@ async def run_local(count: int, lead_seconds: float) -> dict[str, object]:
                 if sent >= count:
                     break
             last = await connection.fetchval("SELECT max(sent_at) FROM runs WHERE state = 'sent'")
+            cpu = _cpu_used(cpu_before, bench.cpu_seconds())
             planned = await connection.fetchval("SELECT count(*) FROM runs")
         finally:
             await connection.close()
@@ -48,10 +52,11 @@ async def run_local(count: int, lead_seconds: float) -> dict[str, object]:
         "runs_planned": planned,
         "runs_sent": sent,
         "last_recorded_after_due_s": round((last - due).total_seconds(), 3) if last else None,
+        "cpu_seconds_from_due_until_done": cpu,
     }
 
 
-async def run(count: int, lead_seconds: float, engines: int) -> dict[str, object]:
+async def run(count: int, lead_seconds: float, engines: int, profile: str | None) -> dict[str, object]:
     async with Bench() as bench:
         for _ in range(engines):
             await bench.start_service()
@@ -60,6 +65,7 @@ async def run(count: int, lead_seconds: float, engines: int) -> dict[str, object
         await bulk_schedules(bench.dsn, app.app.app_key, due, count)
         if dt.datetime.now(UTC) >= due:
             raise SystemExit("setting up took longer than --lead; raise it")
+        cpu_before = await _cpu_at(bench, due, profile)
         deadline = due.timestamp() + 120
         delivered: list = []
         while time.time() < deadline:
@@ -67,6 +73,7 @@ async def run(count: int, lead_seconds: float, engines: int) -> dict[str, object
             delivered = await bench.standin_deliveries()
             if len({cid for cid, _, _ in delivered}) >= count:
                 break
+        cpu = _cpu_used(cpu_before, bench.cpu_seconds())
         await asyncio.sleep(1.0)
         delivered = await bench.standin_deliveries()
     arrivals = sorted(received_at for _, received_at, _ in delivered)
@@ -83,7 +90,21 @@ async def run(count: int, lead_seconds: float, engines: int) -> dict[str, object
         "last_delivery_after_due_s": round(last, 3) if last is not None else None,
         "deliveries_per_second": round(len(arrivals) / last, 1) if last else None,
         "lateness_ms": percentiles([(arrival - due.timestamp()) * 1000 for arrival in arrivals]),
+        "cpu_seconds_from_due_until_done": cpu,
     }
+
+
+async def _cpu_at(bench: Bench, due: dt.datetime, profile: str | None) -> dict[str, float]:
+    """Each part's CPU time, read just before the due instant; py-spy starts sampling the service then."""
+    await asyncio.sleep(max(0.0, due.timestamp() - time.time() - 0.05))
+    if profile:
+        bench.profile_service(profile, PROFILE_SECONDS)
+    return bench.cpu_seconds()
+
+
+def _cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each part used in between (the polling adds up to its interval of idle time at the end)."""
+    return {part: round(after[part] - before.get(part, 0.0), 2) for part in after}
 
 
 def main() -> None:
@@ -92,11 +113,12 @@ def main() -> None:
     parser.add_argument("--engines", type=int, default=1, help="service processes sharing the database")
     parser.add_argument("--lead", type=float, default=5.0, help="seconds from set-up to the due instant")
     parser.add_argument("--backend", choices=("http", "local"), default="http")
+    parser.add_argument("--profile", metavar="FILE", help=f"py-spy the service for {PROFILE_SECONDS} s from the due instant")
     args = parser.parse_args()
     if args.backend == "local":
-        print(json.dumps(asyncio.run(run_local(args.count, args.lead)), indent=2))
+        print(json.dumps(asyncio.run(run_local(args.count, args.lead, args.profile)), indent=2))
     else:
-        print(json.dumps(asyncio.run(run(args.count, args.lead, args.engines)), indent=2))
+        print(json.dumps(asyncio.run(run(args.count, args.lead, args.engines, args.profile)), indent=2))
 
 
 if __name__ == "__main__":

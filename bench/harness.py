@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import aiohttp
+import psutil
 
 from service import admin
 from service.store import database, embedded, migrations
@@ -99,6 +100,42 @@ class Bench:
         self.processes.append(
             subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         )
+
+    def profile_service(self, output: str, seconds: float) -> None:
+        """Sample the (first) service process with py-spy for `seconds`, written to `output` as folded stacks."""
+        service = next(process for process in self.processes if "tests.standin" not in process.args)
+        py_spy = pathlib.Path(sys.executable).with_name("py-spy")
+        self.processes.append(
+            subprocess.Popen(
+                [str(py_spy), "record", "--pid", str(service.pid), "--duration", str(max(1, round(seconds))),
+                 "--rate", "250", "--format", "raw", "--output", output, "--nonblocking"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) used so far by each part: the service processes, the stand-in, PostgreSQL.
+
+        Take it before and after a window; the difference shows which part held the cores."""
+        groups: dict[str, list[psutil.Process]] = {"service": [], "standin": [], "postgres": []}
+        for process in self.processes:
+            with contextlib.suppress(psutil.Error):
+                part = "standin" if "tests.standin" in process.args else "service"
+                groups[part].append(psutil.Process(process.pid))
+        postmaster = self.pg.pgdata / "postmaster.pid"
+        with contextlib.suppress(OSError, ValueError, psutil.Error):
+            server = psutil.Process(int(postmaster.read_text().split()[0]))
+            groups["postgres"] = [server, *server.children()]
+        totals = {}
+        for part, members in groups.items():
+            total = 0.0
+            for member in members:
+                with contextlib.suppress(psutil.Error):
+                    times = member.cpu_times()
+                    total += times.user + times.system
+            totals[part] = total
+        return totals
 
     async def new_app(self, max_schedules: int = 1_000_000) -> admin.NewApp:
         store = await database.Store.connect(self.dsn, max_size=1)

@@ -62,6 +62,12 @@ def engine_config(settings: Settings) -> dispatcher.EngineConfig:
     )
 
 
+def engine_wake_horizon(settings: Settings) -> dt.timedelta:
+    """How far ahead a change must NOTIFY the engines: every engine reads the database again at least this
+    often. It assumes every replica runs with the same ENGINE_MAX_IDLE_SECONDS (one more second of margin)."""
+    return dt.timedelta(seconds=settings.engine_max_idle_seconds + 1.0)
+
+
 async def drain(app: web.Application, timeout: float) -> bool:
     """The first step of a graceful stop, once the listener is closed: /readyz answers "draining", responses
     close their connections, and the requests in flight finish (True) or `timeout` runs out (False).
@@ -92,7 +98,10 @@ def create_app(settings: Settings) -> web.Application:
         try:
             await migrations.migrate(dsn)
             store = await database.Store.connect(
-                dsn, max_size=settings.db_pool_size, timeout=settings.db_timeout_seconds
+                dsn,
+                max_size=settings.db_pool_size,
+                timeout=settings.db_timeout_seconds,
+                wake_horizon=engine_wake_horizon(settings),
             )
             app[keys.STORE] = store
             demo = await admin.ensure_demo_app(store, settings.data_dir, settings.default_max_schedules)

@@ -139,14 +139,24 @@ def _schedule(row: asyncpg.Record) -> types.Schedule:
 class Store:
     """Every read and write of the service, each one short and in its own transaction where it writes."""
 
-    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float, dsn: str) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, acquire_timeout: float, dsn: str, wake_horizon: dt.timedelta | None = None
+    ) -> None:
         self._pool = pool
+        # None: every change notifies the engines (see _wakes_engines).
+        self._wake_horizon = wake_horizon
         self._acquire_timeout = acquire_timeout
         self._connect_args = {"dsn": dsn, "timeout": acquire_timeout}
 
     @classmethod
     async def connect(
-        cls, dsn: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 5.0
+        cls,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 5.0,
+        wake_horizon: dt.timedelta | None = None,
     ) -> Store:
         """Open a pool; `timeout` bounds connecting, acquiring and every statement."""
         try:
@@ -162,7 +172,7 @@ class Store:
         except _UNAVAILABLE as exc:
             raise errors.DatabaseUnavailable() from exc
         assert pool is not None
-        return cls(pool, acquire_timeout=timeout, dsn=dsn)
+        return cls(pool, acquire_timeout=timeout, dsn=dsn, wake_horizon=wake_horizon)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -218,35 +228,44 @@ class Store:
     async def create_schedule(
         self, app_key: str, values: types.ScheduleValues, cid: str | None, now: dt.datetime
     ) -> tuple[types.ScheduleId, str]:
-        """Insert a task unless the app reached its cap; a cid already used returns the first task instead."""
-        assert values.plan is not None
-        async with self._acquire() as connection, connection.transaction():
-            cap = await connection.fetchval(SQL["lock_app"], app_key)
-            if cid is not None:
-                existing = await connection.fetchrow(SQL["find_schedule_by_cid"], app_key, cid)
-                if existing is not None:
-                    return types.ScheduleId(existing["id"]), existing["name"]
-            valid = await connection.fetchval(SQL["count_valid_schedules"], app_key, now)
-            if valid >= cap:
-                raise errors.InvalidParameter(
-                    f"schedule: the app already has {valid} valid tasks, its cap is {cap}"
-                )
-            schedule_id = types.ScheduleId(uuid.uuid4())
-            await connection.execute(
-                SQL["insert_schedule"],
-                schedule_id,
+        """Insert a task unless the app reached its cap; a cid already used returns the first task instead.
+
+        One round trip: the SQL function create_schedule (sql/0003) locks the app, checks cid and cap, inserts
+        and notifies, in one implicit transaction."""
+        plan = values.plan
+        assert plan is not None
+        async with self._acquire() as connection:
+            row = await connection.fetchrow(
+                SQL["create_schedule"],
+                uuid.uuid4(),
                 app_key,
                 values.name,
                 values.enabled,
                 values.trigger,
                 values.push,
                 cid,
-                values.plan.next_fire_at,
-                values.plan.final_fire_at,
+                plan.next_fire_at,
+                plan.final_fire_at,
+                now,
+                [fire.due_at for fire in plan.skipped],
+                [fire.utc_offset_minutes for fire in plan.skipped],
+                self._wakes_engines(plan.next_fire_at, now),
             )
-            await self._record_skipped(connection, schedule_id, values.plan)
-            await _notify_next_fire(connection, values.plan.next_fire_at)
-        return schedule_id, values.name
+        if row["outcome"] == "full":
+            raise errors.InvalidParameter(
+                f"schedule: the app already has {row['valid']} valid tasks, its cap is {row['cap']}"
+            )
+        if row["outcome"] == "no_app":
+            raise errors.AuthenticationFailed()
+        return types.ScheduleId(row["id"]), row["name"]
+
+    def _wakes_engines(self, next_fire_at: dt.datetime, now: dt.datetime) -> bool:
+        """Whether a change that makes a task fire at `next_fire_at` must NOTIFY the engines.
+
+        Every engine looks at the database again at least every `wake_horizon` (its longest sleep, plus how
+        far ahead it plans), so a later fire is found without a notification. NOTIFY is not free: on commit
+        it takes a database-wide lock that serializes every notifying transaction."""
+        return self._wake_horizon is None or next_fire_at <= now + self._wake_horizon
 
     @staticmethod
     async def _record_skipped(
@@ -316,7 +335,8 @@ class Store:
             )
             if plan is not None:
                 await self._record_skipped(connection, schedule_id, plan)
-                await _notify_next_fire(connection, plan.next_fire_at)
+                if self._wakes_engines(plan.next_fire_at, now):
+                    await _notify_next_fire(connection, plan.next_fire_at)
             if not values.enabled:
                 await connection.execute(SQL["cancel_open_runs"], schedule_id, now)
         if not values.enabled:

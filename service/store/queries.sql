@@ -17,19 +17,12 @@ SELECT app_key, name, time_zone, max_schedules, created_at FROM apps ORDER BY cr
 -- name: count_apps
 SELECT count(*) FROM apps;
 
--- name: lock_app
--- Serializes the creates of one app, so its cap and its cids hold under concurrent creates.
-SELECT max_schedules FROM apps WHERE app_key = $1 FOR UPDATE;
-
--- name: find_schedule_by_cid
-SELECT id, name FROM schedules WHERE app_key = $1 AND cid = $2;
+-- name: create_schedule
+-- Lock the app, check cid and cap, insert, notify: one round trip (sql/0003_create_in_one_round_trip.sql).
+SELECT outcome, id, name, valid, cap FROM create_schedule($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13);
 
 -- name: count_valid_schedules
 SELECT count(*) FROM schedules WHERE app_key = $1 AND state = 'active' AND final_fire_at > $2;
-
--- name: insert_schedule
-INSERT INTO schedules (id, app_key, name, enabled, trigger, push, cid, next_fire_at, final_fire_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9);
 
 -- name: insert_skipped_runs
 -- zone_type 2 waves already past when the task was created or updated: recorded, never sent.

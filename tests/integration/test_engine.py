@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from service import admin
@@ -24,6 +25,7 @@ from tests.integration.conftest import (
     Service,
     engine_settings,
     fetch,
+    future_time,
     next_whole_second,
     schedule_body,
     start_service,
@@ -69,6 +71,27 @@ async def test_notify_wakes_a_sleeping_engine(database_url: str, tmp_path: pathl
     await api.create(schedule_body(time=wall_at(due)))
     [delivery] = await standin.wait_for(1, timeout=10)
     assert delivery.received_at - due.timestamp() < 0.5
+
+
+async def test_only_fires_within_the_wake_horizon_notify(api: Api, database_url: str) -> None:
+    """A fire later than the engines' longest sleep needs no NOTIFY (and NOTIFY serializes commits); a near
+    one does, for creates and for updates alike."""
+    received: list[str] = []
+    listener = await asyncpg.connect(database_url)
+    await listener.add_listener(database.NOTIFY_CHANNEL, lambda *args: received.append(args[-1]))
+    try:
+        far = (await api.create(schedule_body(time=future_time(3600)))).json["schedule_id"]
+        near_due = dt.datetime.now(UTC).replace(microsecond=0) + dt.timedelta(seconds=3)
+        await api.create(schedule_body(time=wall_at(near_due)))
+        await asyncio.sleep(0.3)
+        assert [float(payload) for payload in received] == [near_due.timestamp()]
+        moved_due = near_due + dt.timedelta(seconds=1)
+        assert (await api.update(far, {"trigger": {"single": {"time": wall_at(moved_due)}}})).status == 200
+        assert (await api.update(far, {"trigger": {"single": {"time": future_time(7200)}}})).status == 200
+        await asyncio.sleep(0.3)
+        assert [float(payload) for payload in received] == [near_due.timestamp(), moved_due.timestamp()]
+    finally:
+        await listener.close()
 
 
 async def test_zone_type_2_first_wave(dispatching_service: Service, standin: StandIn, database_url: str) -> None:
