@@ -68,7 +68,7 @@ async def explain(dsn: str, app_key: str, schedule_id: Any) -> dict[str, Any]:
         "get_valid_schedule": (SQL["get_valid_schedule"], [schedule_id, app_key, now]),
         "lock_due_schedules": (SQL["lock_due_schedules"], [now, 500]),
         "claim_retry_runs": (SQL["claim_retry_runs"], [now, 500, now]),
-        "next_wake": (SQL["next_wake"], []),
+        "next_wake": (SQL["next_wake"], [dt.timedelta(seconds=2)]),
     }
     connection = await asyncpg.connect(dsn)
     out: dict[str, Any] = {}

@@ -59,13 +59,16 @@ def engine_config(settings: Settings) -> dispatcher.EngineConfig:
         ),
         drain_seconds=settings.shutdown_timeout_seconds,
         max_idle_seconds=settings.engine_max_idle_seconds,
+        plan_ahead=dt.timedelta(seconds=settings.engine_plan_ahead_seconds),
+        max_planned_ahead=settings.engine_max_planned_ahead,
     )
 
 
 def engine_wake_horizon(settings: Settings) -> dt.timedelta:
-    """How far ahead a change must NOTIFY the engines: every engine reads the database again at least this
-    often. It assumes every replica runs with the same ENGINE_MAX_IDLE_SECONDS (one more second of margin)."""
-    return dt.timedelta(seconds=settings.engine_max_idle_seconds + 1.0)
+    """How far ahead a change must NOTIFY the engines: every engine reads the database again at least every
+    ENGINE_MAX_IDLE_SECONDS and plans ENGINE_PLAN_AHEAD_SECONDS ahead. It assumes every replica runs with the
+    same two settings (one more second of margin)."""
+    return dt.timedelta(seconds=settings.engine_max_idle_seconds + settings.engine_plan_ahead_seconds + 1.0)
 
 
 async def drain(app: web.Application, timeout: float) -> bool:

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     engine_max_idle_seconds: float = Field(
         default=5, gt=0, description="longest engine sleep: the safety net under LISTEN/NOTIFY wake-ups"
     )
+    engine_plan_ahead_seconds: float = Field(
+        default=2, ge=0, le=60, description="fires are planned this long before they are due; 0: when due"
+    )
+    engine_max_planned_ahead: int = Field(
+        default=20_000, ge=0, description="most runs planned ahead and held in memory; beyond it, planned when due"
+    )
     shutdown_timeout_seconds: float = Field(default=10, ge=0, description="SIGTERM: time to finish requests and sends")
 
     @field_validator("wave_offsets")

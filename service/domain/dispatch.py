@@ -22,9 +22,9 @@ MAX_RETRY_AFTER_SECONDS = 3600.0
 class DuePlan:
     """What planning one due schedule produces."""
 
-    send: tuple[types.Fire, ...]  # due, within the grace period: send now
+    send: tuple[types.Fire, ...]  # to send: due now (within the grace period) or later, up to the horizon
     missed: tuple[types.Fire, ...]  # due longer ago than the grace period: recorded, never sent
-    next_fire_at: dt.datetime | None  # the next fire after now; None once every fire is planned
+    next_fire_at: dt.datetime | None  # the next fire after the horizon; None once every fire is planned
 
 
 def zone_type(trigger: dict[str, Any]) -> int:
@@ -34,18 +34,18 @@ def zone_type(trigger: dict[str, Any]) -> int:
 
 
 def _due_and_next(
-    trigger: dict[str, Any], app_zone: dt.tzinfo, wave_offsets: Sequence[int], lower: dt.datetime, now: dt.datetime
+    trigger: dict[str, Any], app_zone: dt.tzinfo, wave_offsets: Sequence[int], lower: dt.datetime, until: dt.datetime
 ) -> tuple[list[types.Fire], dt.datetime | None]:
-    """The fires with lower <= due_at <= now, in order, and the first fire after now (None: no more)."""
+    """The fires with lower <= due_at <= until, in order, and the first fire after until (None: no more)."""
     if "single" in trigger:
         single = trigger["single"]
         wall = timing.parse_wall_time(single["time"])
         fires = timing.single_fires(wall, single.get("zone_type", 1), app_zone, wave_offsets)
-        upcoming = [fire.due_at for fire in fires if fire.due_at > now]
-        return [fire for fire in fires if lower <= fire.due_at <= now], (upcoming[0] if upcoming else None)
+        upcoming = [fire.due_at for fire in fires if fire.due_at > until]
+        return [fire for fire in fires if lower <= fire.due_at <= until], (upcoming[0] if upcoming else None)
     spec = periodical.Periodical.from_wire(trigger["periodical"])
-    following = periodical.first_fire_after(spec, app_zone, wave_offsets, now)
-    due = periodical.fires_between(spec, app_zone, wave_offsets, lower, now)
+    following = periodical.first_fire_after(spec, app_zone, wave_offsets, until)
+    due = periodical.fires_between(spec, app_zone, wave_offsets, lower, until)
     return due, None if following is None else following.due_at
 
 
@@ -56,21 +56,26 @@ def plan_due(
     next_fire_at: dt.datetime,
     now: dt.datetime,
     grace: dt.timedelta,
+    until: dt.datetime | None = None,
 ) -> DuePlan:
-    """Split the fires from `next_fire_at` to `now` into send-now and missed, and find the next one.
+    """Plan the fires from `next_fire_at` up to `until` (default: now), and find the next one after it.
 
-    Never a burst after downtime: per wave (one wave for zone_type 1), only the latest fire within `grace`
-    is sent; every other due fire is recorded as missed.
+    Fires already due are split into send-now and missed. Never a burst after downtime: per wave (one wave
+    for zone_type 1), only the latest past fire within `grace` is sent; every other past fire is recorded
+    as missed. Fires after `now` (planned ahead, up to `until`) are all sent, each at its instant.
     """
-    due, following = _due_and_next(trigger, app_zone, wave_offsets, next_fire_at, now)
+    until = now if until is None else max(until, now)
+    due, following = _due_and_next(trigger, app_zone, wave_offsets, next_fire_at, until)
+    past = [fire for fire in due if fire.due_at <= now]
+    ahead = [fire for fire in due if fire.due_at > now]
     latest_per_wave: dict[int, types.Fire] = {}
-    for fire in due:  # in order, so the latest fire of each wave wins
+    for fire in past:  # in order, so the latest fire of each wave wins
         if now - fire.due_at <= grace:
             latest_per_wave[fire.utc_offset_minutes] = fire
-    send = tuple(sorted(latest_per_wave.values(), key=lambda fire: fire.due_at))
+    send = sorted(latest_per_wave.values(), key=lambda fire: fire.due_at) + ahead
     return DuePlan(
-        send=send,
-        missed=tuple(fire for fire in due if fire not in latest_per_wave.values()),
+        send=tuple(send),
+        missed=tuple(fire for fire in past if fire not in latest_per_wave.values()),
         next_fire_at=following,
     )
 

@@ -1,12 +1,17 @@
 """The dispatcher: plans due fires exactly once, sends them through a push backend, records the results.
 
 One loop per process; any number of processes may share one database:
-1. plan: lock due tasks with SKIP LOCKED, insert one run per fire (unique per task, instant and wave), advance
-   the task, and lease the runs to send now to this process, all in one short transaction;
-2. send: outside any transaction, at most `send_concurrency` at once; a run's id is its idempotency key;
-3. record: outcomes are written in batches; failures are retried with backoff, and a run whose sender
-   died is taken over by any replica when its lease runs out;
-4. sleep until the earliest due instant; LISTEN/NOTIFY wakes every replica when a change makes it earlier.
+1. plan: lock the tasks due within `plan_ahead` with SKIP LOCKED, insert one run per fire (unique per task,
+   instant and wave), advance the task, all in one short transaction. Runs due now are leased to this
+   process for sending at once; runs due later are 'planned' (reserved to this process) and held in memory;
+2. fire: just before a planned run is due, claim it in one statement (a change to its task may have dropped
+   it meanwhile) and hand it to the sender at its instant, so a burst costs no planning at its due second;
+3. send: outside any transaction, at most `send_concurrency` at once; a run's id is its idempotency key;
+4. record: outcomes are written in batches; failures are retried with backoff, and a run whose sender died
+   (lease ran out) or whose planner did not claim it in time (reservation ran out) is taken over by any
+   replica;
+5. sleep until `plan_ahead` before the earliest due instant; LISTEN/NOTIFY wakes every replica when a
+   change makes it earlier.
 
 Each recorded send is one structured log line (event "dispatch") and one sample of the runs-by-outcome
 counter and the lateness histogram (service.metrics).
@@ -18,8 +23,11 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import heapq
+import itertools
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +56,14 @@ class EngineConfig:
     # SIGTERM: how long in-flight sends may take to finish before their runs are handed back.
     drain_seconds: float = 10.0
     sweep_interval: dt.timedelta = dt.timedelta(minutes=1)
+    # How long before their due instant fires are planned; 0 plans each fire when it is due.
+    plan_ahead: dt.timedelta = dt.timedelta(seconds=2)
+    # The most planned runs held in memory; beyond it, fires are planned when due.
+    max_planned_ahead: int = 20_000
+    # How long after its due instant a planned run waits for its planner before any engine takes it over.
+    reservation: dt.timedelta = dt.timedelta(seconds=5)
+    # How long before their due instant planned runs are claimed, so the claim's round trip is not late.
+    claim_lead_seconds: float = 0.02
 
 
 class Engine:
@@ -66,6 +82,12 @@ class Engine:
         self._listening = False
         self._last_sweep = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
         self._rng = random.Random()
+        # Planned ahead, not yet claimed: a heap of (due epoch seconds, tie-breaker, run).
+        self._planned: list[tuple[float, int, types.RunToSend]] = []
+        self._planned_order = itertools.count()
+        self._planned_changed = asyncio.Event()
+        # Claimed just ahead of their instant, waiting for it: handed back if the engine stops meanwhile.
+        self._armed: list[types.RunToSend] = []
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -74,18 +96,22 @@ class Engine:
         self._listen_task = asyncio.create_task(self._listen_forever(), name="engine-listen")
         self._record_task = asyncio.create_task(self._record_forever(), name="engine-record")
         self._loop_task = asyncio.create_task(self._loop(), name="engine-loop")
-        for task in (self._listen_task, self._record_task, self._loop_task):
+        self._fire_task = asyncio.create_task(self._fire_planned_forever(), name="engine-fire")
+        for task in (self._listen_task, self._record_task, self._loop_task, self._fire_task):
             task.add_done_callback(_log_crash)
 
     async def stop(self) -> None:
         """Stop claiming, let in-flight sends finish (up to drain_seconds), hand back the rest, flush."""
         self._stopping.set()
         self._wake.set()
-        await asyncio.gather(self._loop_task, return_exceptions=True)
+        await asyncio.gather(self._loop_task, self._fire_task, return_exceptions=True)
         if self._in_flight:
             await asyncio.wait(list(self._in_flight), timeout=self._config.drain_seconds)
-        # Leased but never started (the loop stopped while waiting for a send slot), or still sending.
-        unfinished = [run.run_id for run in self._unstarted] + [run.run_id for run in self._in_flight.values()]
+        # Leased but never started (the loop stopped while waiting for a send slot or for their instant), or
+        # still sending.
+        unfinished = [run.run_id for run in self._unstarted + self._armed] + [
+            run.run_id for run in self._in_flight.values()
+        ]
         for task in list(self._in_flight):
             task.cancel()
         await asyncio.gather(*self._in_flight, return_exceptions=True)
@@ -96,6 +122,11 @@ class Engine:
             with contextlib.suppress(errors.ServiceError):
                 await self._store.release_runs(unfinished, _utcnow())
             log.info("engine handed back %d unfinished sends", len(unfinished))
+        if self._planned:
+            # Should this fail, their reservations run out a few seconds after their instant all the same.
+            with contextlib.suppress(errors.ServiceError):
+                await self._store.release_planned([run.run_id for _, _, run in self._planned])
+            log.info("engine handed back %d runs planned ahead", len(self._planned))
         self._listen_task.cancel()
         await asyncio.gather(self._listen_task, return_exceptions=True)
         await self._backend.close()
@@ -122,10 +153,14 @@ class Engine:
         limit = self._config.batch_size
         now = _utcnow()
         lease_until = now + self._config.lease
+        until = now + self._plan_ahead()
         missed: list[int] = []
-        planned, runs = await self._store.plan_due(now, limit, lease_until, self._plan(now, missed))
+        planned, runs = await self._store.plan_due(
+            now, until, limit, lease_until, self._config.reservation, self._plan(now, until, missed)
+        )
         metrics.record_missed(sum(missed))  # only once the plan is committed
-        await self._dispatch_all(runs)
+        self._hold([run for run in runs if run.due_at > now])
+        await self._dispatch_all([run for run in runs if run.due_at <= now])
         retries: list[types.RunToSend] = []
         if not self._stopping.is_set():
             retries = await self._store.claim_retries(now, limit, lease_until)
@@ -135,7 +170,15 @@ class Engine:
             await self._store.expire_lapsed(now)
         return planned >= limit or len(retries) >= limit
 
-    def _plan(self, now: dt.datetime, missed: list[int]) -> Callable[[types.DueSchedule], dispatch.DuePlan]:
+    def _plan_ahead(self) -> dt.timedelta:
+        """How far ahead to plan now: not at all while the planned runs in memory are at their limit."""
+        if len(self._planned) >= self._config.max_planned_ahead:
+            return dt.timedelta(0)
+        return self._config.plan_ahead
+
+    def _plan(
+        self, now: dt.datetime, until: dt.datetime, missed: list[int]
+    ) -> Callable[[types.DueSchedule], dispatch.DuePlan]:
         def plan(schedule: types.DueSchedule) -> dispatch.DuePlan:
             try:
                 planned = dispatch.plan_due(
@@ -145,6 +188,7 @@ class Engine:
                     schedule.next_fire_at,
                     now,
                     self._config.misfire_grace,
+                    until=until,
                 )
             except Exception:
                 # One task whose trigger cannot be planned (a zone removed from tzdata, say) must not block
@@ -163,7 +207,7 @@ class Engine:
         if self._stopping.is_set():
             return
         try:
-            next_due = await self._store.next_wake()
+            next_due = await self._store.next_wake(self._plan_ahead())
         except errors.ServiceError:
             next_due = None
         ceiling = self._config.max_idle_seconds if self._listening else min(0.5, self._config.max_idle_seconds)
@@ -184,7 +228,7 @@ class Engine:
             fires_at = float(payload)
         except ValueError:
             fires_at = 0.0
-        if self._wake_at is None or fires_at < self._wake_at:
+        if self._wake_at is None or fires_at - self._plan_ahead().total_seconds() < self._wake_at:
             self._wake.set()
 
     async def _listen_forever(self) -> None:
@@ -203,6 +247,63 @@ class Engine:
                 if connection is not None and not connection.is_closed():
                     await connection.close()
             await self._sleep(1.0)
+
+    # -- firing what was planned ahead ------------------------------------------------------------------
+
+    def _hold(self, runs: list[types.RunToSend]) -> None:
+        for run in runs:
+            heapq.heappush(self._planned, (run.due_at.timestamp(), next(self._planned_order), run))
+        if runs:
+            self._planned_changed.set()
+
+    async def _fire_planned_forever(self) -> None:
+        """Claim planned runs just before their instant, then hand each to the sender at its instant."""
+        lead = self._config.claim_lead_seconds
+        while not self._stopping.is_set():
+            self._planned_changed.clear()
+            if not self._planned:
+                await _wait_first(self._planned_changed, self._stopping)
+                continue
+            wait = self._planned[0][0] - lead - time.time()
+            if wait > 0:
+                # A run planned meanwhile may be due earlier: wake for it too.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(_wait_first(self._planned_changed, self._stopping), timeout=wait)
+                continue
+            was_full = len(self._planned) >= self._config.max_planned_ahead
+            batch: list[types.RunToSend] = []
+            horizon = time.time() + lead
+            while self._planned and len(batch) < self._config.batch_size and self._planned[0][0] <= horizon:
+                batch.append(heapq.heappop(self._planned)[2])
+            if was_full:
+                self._wake.set()  # room again: the planner may plan ahead
+            now = _utcnow()
+            try:
+                still_planned = await self._store.claim_planned(
+                    [run.run_id for run in batch], now, now + self._config.lease
+                )
+            except errors.ServiceError as exc:
+                # Their reservations run out shortly after their instant, and any engine takes them over.
+                log.warning("claiming %d planned runs failed: %s", len(batch), exc.message)
+                continue
+            # Gone from the claim: their task changed, was disabled or deleted, or another engine took them.
+            self._armed = [
+                dataclasses.replace(run, attempts=run.attempts + 1) for run in batch if run.run_id in still_planned
+            ]
+            await self._send_armed_on_time()
+
+    async def _send_armed_on_time(self) -> None:
+        """Hand the armed runs to the sender, each not before its instant."""
+        while self._armed and not self._stopping.is_set():
+            due = self._armed[0].due_at
+            delay = due.timestamp() - time.time()
+            if delay > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                continue
+            count = next((i for i, run in enumerate(self._armed) if run.due_at > due), len(self._armed))
+            ready, self._armed = self._armed[:count], self._armed[count:]
+            await self._dispatch_all(ready)
 
     # -- sending ----------------------------------------------------------------------------------------
 
@@ -245,6 +346,12 @@ class Engine:
         lateness = (now - run.due_at).total_seconds()
         reported = "retry" if result.state == "pending" else result.state
         metrics.record_run(reported, lateness)
+        if log.isEnabledFor(logging.INFO):  # the line's fields cost a burst's CPU even when not logged
+            self._log_dispatch(run, result, reported, lateness)
+        self._add_result(result)
+
+    @staticmethod
+    def _log_dispatch(run: types.RunToSend, result: types.RunResult, reported: str, lateness: float) -> None:
         wave = None if run.utc_offset_minutes is None else timing.format_offset(run.utc_offset_minutes)
         log.info(
             "dispatch schedule %s run %s: %s (attempt %d, %.1f ms late)",
@@ -266,7 +373,6 @@ class Engine:
                 "error": result.error,
             },
         )
-        self._add_result(result)
 
     def _result_for(
         self, run: types.RunToSend, outcome: dispatch.SendOutcome, payload: dict[str, Any] | None, now: dt.datetime

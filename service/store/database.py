@@ -323,6 +323,10 @@ class Store:
                 raise errors.InvalidParameter("schedule: has expired and can no longer be updated")
             values = apply(current)
             plan = values.plan
+            # Fires planned ahead from the old values go; with the trigger unchanged, they are planned again
+            # (from the new push) from the earliest of them.
+            dropped = await connection.fetch(SQL["drop_planned_runs"], schedule_id)
+            next_fire_at = plan.next_fire_at if plan else min((row["due_at"] for row in dropped), default=None)
             updated = await connection.fetchrow(
                 SQL["update_schedule"],
                 schedule_id,
@@ -330,13 +334,13 @@ class Store:
                 values.enabled,
                 values.trigger,
                 values.push,
-                plan.next_fire_at if plan else None,
+                next_fire_at,
                 plan.final_fire_at if plan else None,
             )
             if plan is not None:
                 await self._record_skipped(connection, schedule_id, plan)
-                if self._wakes_engines(plan.next_fire_at, now):
-                    await _notify_next_fire(connection, plan.next_fire_at)
+            if next_fire_at is not None and values.enabled and self._wakes_engines(next_fire_at, now):
+                await _notify_next_fire(connection, next_fire_at)
             if not values.enabled:
                 await connection.execute(SQL["cancel_open_runs"], schedule_id, now)
         if not values.enabled:
@@ -352,6 +356,7 @@ class Store:
         async with self._acquire() as connection, connection.transaction():
             if await connection.fetchval(SQL["delete_schedule"], schedule_id, app_key, now) is None:
                 return False
+            await connection.execute(SQL["drop_planned_runs"], schedule_id)
             await connection.execute(SQL["cancel_open_runs"], schedule_id, now)
         await self._wait_for_sends(schedule_id, in_flight_wait)
         return True
@@ -383,16 +388,21 @@ class Store:
     async def plan_due(
         self,
         now: dt.datetime,
+        until: dt.datetime,
         limit: int,
         lease_until: dt.datetime,
+        reservation: dt.timedelta,
         plan: Callable[[types.DueSchedule], dispatch.DuePlan],
     ) -> tuple[int, list[types.RunToSend]]:
-        """Plan step, in one short transaction: lock due tasks (SKIP LOCKED), insert their runs, advance them.
+        """Plan step, in one short transaction: lock the tasks due by `until` (SKIP LOCKED), insert their
+        runs, advance them.
 
-        Returns how many tasks were planned and the runs to send now, already leased to the caller.
+        Returns how many tasks were planned and the runs to send: those due by `now` already leased to the
+        caller ('sending'), the later ones 'planned' (reserved to the caller until due + `reservation`; it
+        claims them with claim_planned when they are due).
         """
         async with self._acquire() as connection, connection.transaction():
-            rows = await connection.fetch(SQL["lock_due_schedules"], now, limit)
+            rows = await connection.fetch(SQL["lock_due_schedules"], until, limit)
             if not rows:
                 return 0, []
             due = {row["id"]: _due_schedule(row) for row in rows}
@@ -400,19 +410,26 @@ class Store:
             advanced: tuple[list[Any], list[Any]] = ([], [])
             for schedule in due.values():
                 planned = plan(schedule)
-                for fires, state in ((planned.send, "sending"), (planned.missed, "missed")):
-                    for fire in fires:
-                        for column, value in zip(
-                            run_columns, (schedule.schedule_id, fire.due_at, fire.utc_offset_minutes, state)
-                        ):
-                            column.append(value)
+                for fire in planned.send:
+                    state = "sending" if fire.due_at <= now else "planned"
+                    for column, value in zip(
+                        run_columns, (schedule.schedule_id, fire.due_at, fire.utc_offset_minutes, state)
+                    ):
+                        column.append(value)
+                for fire in planned.missed:
+                    for column, value in zip(
+                        run_columns, (schedule.schedule_id, fire.due_at, fire.utc_offset_minutes, "missed")
+                    ):
+                        column.append(value)
                 advanced[0].append(schedule.schedule_id)
                 advanced[1].append(planned.next_fire_at)
-            inserted = await connection.fetch(SQL["insert_planned_runs"], *run_columns, now, lease_until)
-            await connection.execute(SQL["advance_schedules"], *advanced)
+            inserted = await connection.fetch(
+                SQL["insert_planned_runs"], *run_columns, now, lease_until, reservation
+            )
+            await connection.execute(SQL["advance_schedules"], *advanced, now)
         runs = []
         for row in inserted:
-            if row["state"] != "sending":
+            if row["state"] not in ("sending", "planned"):
                 continue
             schedule = due[row["schedule_id"]]
             runs.append(
@@ -427,6 +444,22 @@ class Store:
                 )
             )
         return len(due), runs
+
+    @_translated
+    async def claim_planned(
+        self, run_ids: list[uuid.UUID], now: dt.datetime, lease_until: dt.datetime
+    ) -> set[uuid.UUID]:
+        """Lease planned runs for sending; returns the ids still planned (not dropped or taken over)."""
+        async with self._acquire() as connection:
+            rows = await connection.fetch(SQL["claim_planned_runs"], run_ids, lease_until, now)
+        return {row["id"] for row in rows}
+
+    @_translated
+    async def release_planned(self, run_ids: list[uuid.UUID]) -> None:
+        """Shutdown: planned runs any engine may take over at their due instant."""
+        if run_ids:
+            async with self._acquire() as connection:
+                await connection.execute(SQL["release_planned_runs"], run_ids)
 
     @_translated
     async def claim_retries(self, now: dt.datetime, limit: int, lease_until: dt.datetime) -> list[types.RunToSend]:
@@ -471,9 +504,10 @@ class Store:
                 await connection.execute(SQL["release_runs"], run_ids, now)
 
     @_translated
-    async def next_wake(self) -> dt.datetime | None:
+    async def next_wake(self, plan_ahead: dt.timedelta) -> dt.datetime | None:
+        """When the engine has work next: `plan_ahead` before the next fire to plan, or a retry or takeover."""
         async with self._acquire() as connection:
-            return await connection.fetchval(SQL["next_wake"])
+            return await connection.fetchval(SQL["next_wake"], plan_ahead)
 
     @_translated
     async def expire_lapsed(self, now: dt.datetime) -> int:

@@ -77,6 +77,11 @@ SELECT msg_id FROM runs WHERE schedule_id = $1 AND state = 'sent' ORDER BY sent_
 -- Wakes every replica's engine (on commit) when a task's next fire may be earlier than it planned for.
 SELECT pg_notify('schedule_changes', $1::text);
 
+-- name: drop_planned_runs
+-- A task changed, was disabled or deleted: the runs planned ahead from its old values go (never attempted,
+-- so no history is lost); the engine holding them finds them gone when it claims them.
+DELETE FROM runs WHERE schedule_id = $1 AND state = 'planned' RETURNING due_at;
+
 -- name: cancel_open_runs
 -- A deleted or disabled task stops at once: its queued retries never go out.
 UPDATE runs SET state = 'cancelled', finished_at = $2, lease_until = NULL
@@ -97,11 +102,13 @@ FOR UPDATE OF s SKIP LOCKED;
 
 -- name: insert_planned_runs
 -- One row per fire or wave; the unique key makes planning the same occurrence twice impossible.
--- Runs to send now are inserted already leased to this sender ('sending'), saving a claim round trip.
+-- Runs to send now are inserted already leased to this sender ('sending'), saving a claim round trip; runs
+-- due later are 'planned', reserved to this engine until their due instant plus $7.
 INSERT INTO runs (id, schedule_id, due_at, utc_offset_minutes, state, attempts, lease_until, dispatched_at, finished_at)
 SELECT gen_random_uuid(), planned.schedule_id, planned.due_at, planned.utc_offset_minutes, planned.state,
        CASE WHEN planned.state = 'sending' THEN 1 ELSE 0 END,
-       CASE WHEN planned.state = 'sending' THEN $6::timestamptz END,
+       CASE WHEN planned.state = 'sending' THEN $6::timestamptz
+            WHEN planned.state = 'planned' THEN planned.due_at + $7::interval END,
        CASE WHEN planned.state = 'sending' THEN $5::timestamptz END,
        CASE WHEN planned.state = 'missed' THEN $5::timestamptz END
 FROM unnest($1::uuid[], $2::timestamptz[], $3::integer[], $4::text[])
@@ -110,23 +117,38 @@ ON CONFLICT (schedule_id, due_at, utc_offset_minutes) DO NOTHING
 RETURNING id, schedule_id, due_at, utc_offset_minutes, state, attempts;
 
 -- name: advance_schedules
--- After planning: the next fire to plan, or expired once everything is planned.
+-- After planning: the next fire to plan; expired once everything is planned and the last fire has come
+-- (a task planned ahead stays valid until then, and the sweep expires it).
 UPDATE schedules s
 SET next_fire_at = advanced.next_fire_at,
-    state = CASE WHEN advanced.next_fire_at IS NULL THEN 'expired' ELSE s.state END
+    state = CASE WHEN advanced.next_fire_at IS NULL AND s.final_fire_at <= $3 THEN 'expired' ELSE s.state END
 FROM unnest($1::uuid[], $2::timestamptz[]) AS advanced (id, next_fire_at)
 WHERE s.id = advanced.id;
 
+-- name: claim_planned_runs
+-- Just before their due instant: the runs this engine planned ahead, leased for sending, unless a change to
+-- their task dropped them or another engine took them over meanwhile.
+UPDATE runs SET state = 'sending', attempts = attempts + 1, lease_until = $2, dispatched_at = $3
+WHERE id = ANY($1::uuid[]) AND state = 'planned'
+RETURNING id;
+
+-- name: release_planned_runs
+-- Shutdown: planned runs this engine will not send; any engine takes them over at their due instant.
+UPDATE runs SET lease_until = due_at WHERE id = ANY($1::uuid[]) AND state = 'planned';
+
 -- name: claim_retry_runs
--- Retries that are due, and sends whose sender died (lease ran out), leased to this sender, with what
--- sending them needs. A run whose task was deleted or disabled meanwhile comes back as not wanted.
+-- Retries that are due, sends whose sender died (lease ran out) and planned runs whose planner did not claim
+-- them in time, leased to this sender, with what sending them needs. A run whose task was deleted or
+-- disabled meanwhile comes back as not wanted.
 WITH claimed AS (
     UPDATE runs r
     SET state = 'sending', lease_until = $3, attempts = r.attempts + 1,
         dispatched_at = coalesce(r.dispatched_at, $1)
     FROM (
         SELECT id FROM runs
-        WHERE (state = 'pending' AND next_attempt_at <= $1) OR (state = 'sending' AND lease_until < $1)
+        WHERE (state = 'pending' AND next_attempt_at <= $1)
+           OR (state = 'sending' AND lease_until < $1)
+           OR (state = 'planned' AND lease_until < $1)
         ORDER BY coalesce(next_attempt_at, lease_until)
         LIMIT $2
         FOR UPDATE SKIP LOCKED
@@ -157,24 +179,29 @@ WHERE r.id = result.id AND r.state <> 'sent';
 
 -- name: release_runs
 -- Shutdown: hand unfinished sends back at once instead of waiting for their lease to run out.
-UPDATE runs SET state = 'pending', next_attempt_at = $2, lease_until = NULL
+-- Never before its due instant (a run claimed just ahead of it may be handed back).
+UPDATE runs SET state = 'pending', next_attempt_at = greatest($2, due_at), lease_until = NULL
 WHERE id = ANY($1::uuid[]) AND state = 'sending';
 
 -- name: next_wake
--- The earliest instant the engine has work: a fire to plan, a retry, or a lease to take over.
+-- The earliest instant the engine has work: a fire to plan ($1 ahead of it), a retry, or a lease or
+-- reservation to take over.
 SELECT least(
-    (SELECT min(next_fire_at) FROM schedules WHERE enabled AND state = 'active' AND next_fire_at IS NOT NULL),
+    (SELECT min(next_fire_at) FROM schedules WHERE enabled AND state = 'active' AND next_fire_at IS NOT NULL)
+        - $1::interval,
     (SELECT min(next_attempt_at) FROM runs WHERE state = 'pending'),
-    (SELECT min(lease_until) FROM runs WHERE state = 'sending')
+    (SELECT min(lease_until) FROM runs WHERE state = 'sending'),
+    (SELECT min(lease_until) FROM runs WHERE state = 'planned')
 );
 
 -- name: expire_lapsed_schedules
--- Tasks whose last fire passed while they were disabled: expired unfired, out of the hot indexes.
+-- Tasks whose last fire has passed, out of the hot indexes: those disabled meanwhile (expired unfired), and
+-- those whose every fire was planned ahead.
 UPDATE schedules SET state = 'expired', next_fire_at = NULL
 WHERE id IN (
-    SELECT id FROM schedules
-    WHERE state = 'active' AND NOT enabled AND final_fire_at <= $1
-    LIMIT 1000
+    (SELECT id FROM schedules WHERE state = 'active' AND NOT enabled AND final_fire_at <= $1 LIMIT 1000)
+    UNION
+    (SELECT id FROM schedules WHERE state = 'active' AND next_fire_at IS NULL AND final_fire_at <= $1 LIMIT 1000)
 );
 
 -- name: count_due_backlog
@@ -184,4 +211,5 @@ SELECT
     (SELECT count(*) FROM schedules
      WHERE enabled AND state = 'active' AND next_fire_at IS NOT NULL AND next_fire_at <= $1) AS fires,
     (SELECT count(*) FROM runs WHERE state = 'pending' AND next_attempt_at <= $1) AS retries,
-    (SELECT count(*) FROM runs WHERE state = 'sending' AND lease_until < $1) AS expired_leases;
+    (SELECT count(*) FROM runs WHERE state = 'sending' AND lease_until < $1)
+        + (SELECT count(*) FROM runs WHERE state = 'planned' AND lease_until < $1) AS expired_leases;

@@ -46,6 +46,18 @@ def test_zone_type_2_plans_the_due_waves_and_points_at_the_next() -> None:
     assert plan.next_fire_at == NOW + dt.timedelta(hours=1)
 
 
+def test_planning_ahead_sends_every_fire_up_to_the_horizon_and_points_past_it() -> None:
+    # Waves 15 min apart; the horizon reaches two future waves. Past fires still obey the grace rule.
+    offsets = (60, 45, 30, 15, 0)
+    until = NOW + dt.timedelta(minutes=30)
+    start = NOW - dt.timedelta(hours=1)
+    plan = dispatch.plan_due(single("2026-06-01 13:00:00", 2), UTC, offsets, start, NOW, GRACE, until=until)
+    assert plan.missed == ()
+    assert [fire.utc_offset_minutes for fire in plan.send] == [60, 45, 30]
+    assert [fire.due_at for fire in plan.send] == [NOW, NOW + dt.timedelta(minutes=15), until]
+    assert plan.next_fire_at == NOW + dt.timedelta(minutes=45)
+
+
 def test_zone_type_is_read_from_either_trigger_kind() -> None:
     assert dispatch.zone_type(single("2026-06-01 12:00:00", 2)) == 2
     assert dispatch.zone_type({"single": {"time": "2026-06-01 12:00:00"}}) == 1

@@ -112,6 +112,15 @@ class TestNoBacklogAfterDowntime:
         assert [fire.due_at.day for fire in plan.missed] == [1, 2, 3]
         assert plan.next_fire_at == dt.datetime(2026, 6, 5, 9, 0, tzinfo=UTC)
 
+    def test_planning_ahead_sends_the_future_occurrences_and_keeps_the_rule_for_past_ones(self) -> None:
+        daily = {"periodical": trigger(start="2026-06-01 00:00:00", end="2026-06-30 00:00:00")}
+        now = dt.datetime(2026, 6, 4, 9, 2, tzinfo=UTC)
+        until = dt.datetime(2026, 6, 5, 9, 0, tzinfo=UTC)  # a horizon that reaches tomorrow's occurrence
+        plan = dispatch.plan_due(daily, UTC, (), dt.datetime(2026, 6, 1, 9, 0, tzinfo=UTC), now, GRACE, until=until)
+        assert [fire.due_at.day for fire in plan.send] == [4, 5]
+        assert [fire.due_at.day for fire in plan.missed] == [1, 2, 3]
+        assert plan.next_fire_at == dt.datetime(2026, 6, 6, 9, 0, tzinfo=UTC)
+
     def test_all_missed_when_the_latest_is_beyond_grace(self) -> None:
         daily = {"periodical": trigger(start="2026-06-01 00:00:00", end="2026-06-30 00:00:00")}
         now = dt.datetime(2026, 6, 4, 15, 0, tzinfo=UTC)
