@@ -154,10 +154,16 @@ class Engine:
         now = _utcnow()
         lease_until = now + self._config.lease
         until = now + self._plan_ahead()
-        missed: list[int] = []
-        planned, runs = await self._store.plan_due(
-            now, until, limit, lease_until, self._config.reservation, self._plan(now, until, missed)
+        # Single fires in the app's zone first: one statement, no trigger to evaluate. Then every other kind.
+        planned, missed_single, runs = await self._store.plan_due_single_fires(
+            now, until, limit, lease_until, self._config.reservation, self._config.misfire_grace
         )
+        missed: list[int] = [missed_single]
+        if planned < limit:  # a full batch of single fires: the loop comes straight back for the rest
+            planned, other_runs = await self._store.plan_due(
+                now, until, limit, lease_until, self._config.reservation, self._plan(now, until, missed)
+            )
+            runs += other_runs
         metrics.record_missed(sum(missed))  # only once the plan is committed
         self._hold([run for run in runs if run.due_at > now])
         await self._dispatch_all([run for run in runs if run.due_at <= now])

@@ -385,6 +385,41 @@ class Store:
     # -- engine -----------------------------------------------------------------------------------------
 
     @_translated
+    async def plan_due_single_fires(
+        self,
+        now: dt.datetime,
+        until: dt.datetime,
+        limit: int,
+        lease_until: dt.datetime,
+        reservation: dt.timedelta,
+        grace: dt.timedelta,
+    ) -> tuple[int, int, list[types.RunToSend]]:
+        """Plan step for single zone_type 1 tasks, the common case, in one statement (plan_due does the rest).
+
+        Returns how many tasks were planned, how many of their fires were missed, and the runs to send, as
+        plan_due does."""
+        async with self._acquire() as connection, connection.transaction():
+            await connection.execute(SQL["prefer_ordered_index_scans"])
+            rows = await connection.fetch(
+                SQL["plan_due_single_fires"], until, limit, now, lease_until, reservation, grace
+            )
+        runs = [
+            _run_to_send(
+                row,
+                row["app_key"],
+                row["push"],
+                row["push_key"],
+                row["push_secret_encrypted"],
+                is_wave=False,
+                still_wanted=True,
+            )
+            for row in rows
+            if row["inserted"] and row["state"] != "missed"
+        ]
+        missed = sum(1 for row in rows if row["inserted"] and row["state"] == "missed")
+        return len(rows), missed, runs
+
+    @_translated
     async def plan_due(
         self,
         now: dt.datetime,
@@ -402,6 +437,7 @@ class Store:
         claims them with claim_planned when they are due).
         """
         async with self._acquire() as connection, connection.transaction():
+            await connection.execute(SQL["prefer_ordered_index_scans"])
             rows = await connection.fetch(SQL["lock_due_schedules"], until, limit)
             if not rows:
                 return 0, []

@@ -91,6 +91,56 @@ WHERE schedule_id = $1 AND state = 'pending';
 -- Sends of one task that a sender holds right now (their lease still runs).
 SELECT count(*) FROM runs WHERE schedule_id = $1 AND state = 'sending' AND lease_until > $2;
 
+-- name: prefer_ordered_index_scans
+-- The due scans want the partial due index in next_fire_at order, stopping at the batch size. Right after a
+-- bulk of creates, before autovacuum's ANALYZE has run, the planner guesses few due rows and picks a bitmap
+-- scan that reads and sorts every due row instead (100k due: 10.6 s instead of 4.3 s to plan them all, and
+-- quadratic in the backlog). For the plan transaction only, rule that out.
+SET LOCAL enable_bitmapscan = off;
+
+-- name: plan_due_single_fires
+-- Plan step, the common case in one statement: a single trigger in the app's time zone fires once, at its
+-- next_fire_at, and then has nothing left. No trigger to evaluate, so no row comes back to be planned: lock
+-- (SKIP LOCKED), advance, insert the run and return what sending needs, at once. The states follow
+-- service.domain.dispatch.plan_due: later than $1 minus the grace $6 is missed, due by $3 (now) is leased
+-- for sending, later is planned (reserved until due + $5).
+WITH due AS (
+    SELECT id, next_fire_at FROM schedules
+    WHERE enabled AND state = 'active' AND next_fire_at <= $1
+      AND trigger ? 'single' AND coalesce(trigger -> 'single' ->> 'zone_type', '1') = '1'
+    ORDER BY next_fire_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), advanced AS (
+    UPDATE schedules s
+    SET next_fire_at = NULL,
+        state = CASE WHEN s.final_fire_at <= $3 THEN 'expired' ELSE s.state END
+    FROM due
+    WHERE s.id = due.id
+    RETURNING gen_random_uuid() AS run_id, s.id, s.app_key, s.push, due.next_fire_at AS due_at,
+              CASE WHEN due.next_fire_at < $3::timestamptz - $6::interval THEN 'missed'
+                   WHEN due.next_fire_at <= $3 THEN 'sending'
+                   ELSE 'planned' END AS state
+), inserted AS (
+    INSERT INTO runs (id, schedule_id, due_at, utc_offset_minutes, state, attempts, lease_until, dispatched_at, finished_at)
+    SELECT a.run_id, a.id, a.due_at, 0, a.state,
+           CASE WHEN a.state = 'sending' THEN 1 ELSE 0 END,
+           CASE WHEN a.state = 'sending' THEN $4::timestamptz
+                WHEN a.state = 'planned' THEN a.due_at + $5::interval END,
+           CASE WHEN a.state = 'sending' THEN $3::timestamptz END,
+           CASE WHEN a.state = 'missed' THEN $3::timestamptz END
+    FROM advanced a
+    ON CONFLICT (schedule_id, due_at, utc_offset_minutes) DO NOTHING
+    RETURNING id
+)
+-- `IN (SELECT ...)` in the output is a hashed lookup whatever the row estimates; joining the two CTEs was a
+-- nested loop (500 x 500) whenever the statistics were stale.
+SELECT a.run_id AS id, a.id AS schedule_id, a.due_at, 0 AS utc_offset_minutes, a.state,
+       CASE WHEN a.state = 'sending' THEN 1 ELSE 0 END AS attempts,
+       a.app_key, a.push, ap.push_key, ap.push_secret_encrypted,
+       a.run_id IN (SELECT id FROM inserted) AS inserted
+FROM advanced a JOIN apps ap ON ap.app_key = a.app_key;
+
 -- name: lock_due_schedules
 -- Plan step: the due tasks no other replica is planning right now, with what sending them needs.
 SELECT s.id, s.app_key, s.trigger, s.push, s.next_fire_at, a.time_zone, a.push_key, a.push_secret_encrypted
