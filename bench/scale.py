@@ -66,7 +66,10 @@ async def explain(dsn: str, app_key: str, schedule_id: Any) -> dict[str, Any]:
         "count_valid_schedules": (SQL["count_valid_schedules"], [app_key, now]),
         "list_valid_schedules": (SQL["list_valid_schedules"], [app_key, now, 50, 0]),
         "get_valid_schedule": (SQL["get_valid_schedule"], [schedule_id, app_key, now]),
-        "lock_due_schedules": (SQL["lock_due_schedules"], [now, 500]),
+        "plan_due_single_fires (engine plan)": (
+            SQL["plan_due_single_fires"], [now, 500, now, now, dt.timedelta(seconds=5), dt.timedelta(minutes=5)]
+        ),
+        "lock_due_schedules (engine plan, other triggers)": (SQL["lock_due_schedules"], [now, 500]),
         "claim_retry_runs": (SQL["claim_retry_runs"], [now, 500, now]),
         "next_wake": (SQL["next_wake"], [dt.timedelta(seconds=2)]),
     }
@@ -78,6 +81,8 @@ async def explain(dsn: str, app_key: str, schedule_id: Any) -> dict[str, Any]:
             transaction = connection.transaction()
             await transaction.start()
             try:
+                if name.startswith(("plan_due", "lock_due")):  # as the engine runs them
+                    await connection.execute(SQL["prefer_ordered_index_scans"])
                 rows = await connection.fetch("EXPLAIN (ANALYZE, COSTS OFF) " + query, *args)
             finally:
                 await transaction.rollback()
