@@ -21,11 +21,12 @@ from tests.bulk import bulk_schedules
 PROFILE_SECONDS = 3
 
 
-async def run_local(count: int, lead_seconds: float, profile: str | None) -> dict[str, object]:
+async def run_local(count: int, lead_seconds: float, engines: int, profile: str | None) -> dict[str, object]:
     import asyncpg
 
     async with Bench() as bench:
-        await bench.start_service(PUSH_API_URL="", LOG_LEVEL="WARNING")
+        for _ in range(engines):
+            await bench.start_service(PUSH_API_URL="", LOG_LEVEL="WARNING")
         app = await bench.new_app()
         due = dt.datetime.now(UTC).replace(microsecond=0) + dt.timedelta(seconds=lead_seconds)
         await bulk_schedules(bench.dsn, app.app.app_key, due, count)
@@ -48,6 +49,7 @@ async def run_local(count: int, lead_seconds: float, profile: str | None) -> dic
     return {
         "benchmark": "burst, local backend",
         "machine": machine(),
+        "engines": engines,
         "tasks": count,
         "runs_planned": planned,
         "runs_sent": sent,
@@ -116,7 +118,7 @@ def main() -> None:
     parser.add_argument("--profile", metavar="FILE", help=f"py-spy the service for {PROFILE_SECONDS} s from the due instant")
     args = parser.parse_args()
     if args.backend == "local":
-        print(json.dumps(asyncio.run(run_local(args.count, args.lead, args.profile)), indent=2))
+        print(json.dumps(asyncio.run(run_local(args.count, args.lead, args.engines, args.profile)), indent=2))
     else:
         print(json.dumps(asyncio.run(run(args.count, args.lead, args.engines, args.profile)), indent=2))
 

@@ -61,6 +61,7 @@ def engine_config(settings: Settings) -> dispatcher.EngineConfig:
         max_idle_seconds=settings.engine_max_idle_seconds,
         plan_ahead=dt.timedelta(seconds=settings.engine_plan_ahead_seconds),
         max_planned_ahead=settings.engine_max_planned_ahead,
+        planners=settings.engine_planners,
     )
 
 

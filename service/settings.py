@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     engine_max_idle_seconds: float = Field(
         default=5, gt=0, description="longest engine sleep: the safety net under LISTEN/NOTIFY wake-ups"
     )
+    engine_planners: int = Field(
+        default=2, ge=1, le=16, description="plan transactions at once while a backlog lasts"
+    )
     engine_plan_ahead_seconds: float = Field(
         default=2, ge=0, le=60, description="fires are planned this long before they are due; 0: when due"
     )

@@ -64,6 +64,8 @@ class EngineConfig:
     reservation: dt.timedelta = dt.timedelta(seconds=5)
     # How long before their due instant planned runs are claimed, so the claim's round trip is not late.
     claim_lead_seconds: float = 0.02
+    # Plan transactions at once while a backlog lasts (each on its own connection).
+    planners: int = 2
 
 
 class Engine:
@@ -134,17 +136,23 @@ class Engine:
     # -- the loop ---------------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        more = False
         while not self._stopping.is_set():
-            try:
-                more = await self._tick()
-            except errors.ServiceError as exc:
-                log.warning("engine tick failed, retrying in 1 s: %s", exc.message)
+            # A backlog (the last round planned a full batch) is worked by several ticks at once: SKIP LOCKED
+            # keeps their batches apart, and the database plans one while this process sends another.
+            ticks = self._config.planners if more else 1
+            outcomes = await asyncio.gather(*(self._tick() for _ in range(ticks)), return_exceptions=True)
+            failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+            for failure in failures:
+                if isinstance(failure, errors.ServiceError):
+                    log.warning("engine tick failed, retrying in 1 s: %s", failure.message)
+                else:  # a bug must not stop dispatching for good: log it loudly and go on
+                    log.error("engine tick failed unexpectedly, retrying in 1 s", exc_info=failure)
+            if failures:
+                more = False
                 await self._sleep(1.0)
                 continue
-            except Exception:  # a bug must not stop dispatching for good: log it loudly and go on
-                log.exception("engine tick failed unexpectedly, retrying in 1 s")
-                await self._sleep(1.0)
-                continue
+            more = any(outcomes)
             if not more:
                 await self._sleep_until_due()
 

@@ -177,15 +177,34 @@ async def test_backend_failures_end_sent_and_400_fails_at_once(dispatching_servi
         assert len({d.cid for d in attempts_of(name)}) == 1
 
 
-async def test_three_engines_deliver_each_task_once(database_url: str, tmp_path: pathlib.Path, standin: StandIn) -> None:
+@pytest.mark.parametrize(
+    "engine_count,planners,batch_size,due_in",
+    [
+        (3, 2, 500, 2.0),  # replicas planning ahead of the instant
+        (1, 4, 100, -1.0),  # one engine, four planners at once on a backlog already due
+    ],
+)
+async def test_engines_deliver_each_task_once(
+    database_url: str,
+    tmp_path: pathlib.Path,
+    standin: StandIn,
+    engine_count: int,
+    planners: int,
+    batch_size: int,
+    due_in: float,
+) -> None:
     count = 3000
-    settings = engine_settings(database_url, tmp_path, standin.url)
+    settings = engine_settings(
+        database_url, tmp_path, standin.url, engine_planners=planners, engine_batch_size=batch_size
+    )
     store = await database.Store.connect(database_url, max_size=30)
     try:
         app = await admin.register_app(store, "burst", "UTC", 10_000)
-        due = next_whole_second(2.0)
+        due = next_whole_second(due_in)
         await bulk_schedules(database_url, app.app.app_key, due, count)
-        engines = [dispatcher.Engine(store, make_backend(settings), engine_config(settings)) for _ in range(3)]
+        engines = [
+            dispatcher.Engine(store, make_backend(settings), engine_config(settings)) for _ in range(engine_count)
+        ]
         for engine in engines:
             await engine.start()
         try:
