@@ -105,18 +105,17 @@ async def run(seconds: int, connections: int, only: str | None, profile: str | N
             )
             after = bench.cpu_seconds()
             results[name]["cpu_seconds"] = {part: round(after[part] - before[part], 2) for part in after}
-        if only and not "ceiling".startswith(only):
-            return {"benchmark": "api", "machine": machine(), "seconds": seconds, "connections": connections, "results": results}
-        bare_port = free_port()
-        bare = subprocess.Popen([sys.executable, "-m", "bench.bare_server", "--port", str(bare_port), "--dsn", bench.dsn])
-        try:
-            await _wait_http(f"http://127.0.0.1:{bare_port}/bare/{schedule_id}")
-            results["ceiling: bare aiohttp + one asyncpg query"] = await asyncio.to_thread(
-                wrk, f"http://127.0.0.1:{bare_port}/bare/{schedule_id}", seconds, connections
-            )
-        finally:
-            bare.terminate()
-            bare.wait(timeout=10)
+        if not only or "ceiling".startswith(only):
+            bare_port = free_port()
+            bare = subprocess.Popen([sys.executable, "-m", "bench.bare_server", "--port", str(bare_port), "--dsn", bench.dsn])
+            try:
+                await _wait_http(f"http://127.0.0.1:{bare_port}/bare/{schedule_id}")
+                results["ceiling: bare aiohttp + one asyncpg query"] = await asyncio.to_thread(
+                    wrk, f"http://127.0.0.1:{bare_port}/bare/{schedule_id}", seconds, connections
+                )
+            finally:
+                bare.terminate()
+                bare.wait(timeout=10)
     return {"benchmark": "api", "machine": machine(), "seconds": seconds, "connections": connections, "results": results}
 
 

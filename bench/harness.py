@@ -57,6 +57,10 @@ async def _wait_http(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def _is_standin(process: subprocess.Popen[bytes]) -> bool:
+    return "tests.standin" in process.args
+
+
 class Bench:
     """Owns the processes of one benchmark run; use as `async with Bench(...) as bench`."""
 
@@ -65,6 +69,8 @@ class Bench:
         self.workdir = pathlib.Path(tempfile.mkdtemp(prefix="push-bench-"))
         self.pg = embedded.EmbeddedPostgres(self.workdir)
         self.processes: list[subprocess.Popen[bytes]] = []
+        # Kept apart from `processes`, so a profiler's CPU is never counted as the service's.
+        self.profilers: list[subprocess.Popen[bytes]] = []
         self.dsn = ""
         self.standin_url = ""
         self.service_url = ""
@@ -103,9 +109,9 @@ class Bench:
 
     def profile_service(self, output: str, seconds: float) -> None:
         """Sample the (first) service process with py-spy for `seconds`, written to `output` as folded stacks."""
-        service = next(process for process in self.processes if "tests.standin" not in process.args)
+        service = next(process for process in self.processes if not _is_standin(process))
         py_spy = pathlib.Path(sys.executable).with_name("py-spy")
-        self.processes.append(
+        self.profilers.append(
             subprocess.Popen(
                 [str(py_spy), "record", "--pid", str(service.pid), "--duration", str(max(1, round(seconds))),
                  "--rate", "250", "--format", "raw", "--output", output, "--nonblocking"],
@@ -121,7 +127,7 @@ class Bench:
         groups: dict[str, list[psutil.Process]] = {"service": [], "standin": [], "postgres": []}
         for process in self.processes:
             with contextlib.suppress(psutil.Error):
-                part = "standin" if "tests.standin" in process.args else "service"
+                part = "standin" if _is_standin(process) else "service"
                 groups[part].append(psutil.Process(process.pid))
         postmaster = self.pg.pgdata / "postmaster.pid"
         with contextlib.suppress(OSError, ValueError, psutil.Error):
@@ -150,9 +156,11 @@ class Bench:
                 return (await response.json())["delivered"]
 
     async def __aexit__(self, *exc: object) -> None:
+        for profiler in self.profilers:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes what it sampled so far, then exits
         for process in reversed(self.processes):
             process.send_signal(signal.SIGTERM)
-        for process in self.processes:
+        for process in self.profilers + self.processes:
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:

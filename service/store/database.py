@@ -123,6 +123,19 @@ def _run_to_send(
     )
 
 
+def _run_to_send_from_row(row: asyncpg.Record, *, is_wave: bool, still_wanted: bool) -> types.RunToSend:
+    """A run whose row carries its task's push and its app's credentials (claims and single-fire plans)."""
+    return _run_to_send(
+        row,
+        row["app_key"],
+        row["push"],
+        row["push_key"],
+        row["push_secret_encrypted"],
+        is_wave=is_wave,
+        still_wanted=still_wanted,
+    )
+
+
 def _schedule(row: asyncpg.Record) -> types.Schedule:
     return types.Schedule(
         schedule_id=types.ScheduleId(row["id"]),
@@ -404,15 +417,7 @@ class Store:
                 SQL["plan_due_single_fires"], until, limit, now, lease_until, reservation, grace
             )
         runs = [
-            _run_to_send(
-                row,
-                row["app_key"],
-                row["push"],
-                row["push_key"],
-                row["push_secret_encrypted"],
-                is_wave=False,
-                still_wanted=True,
-            )
+            _run_to_send_from_row(row, is_wave=False, still_wanted=True)
             for row in rows
             if row["inserted"] and row["state"] != "missed"
         ]
@@ -446,15 +451,12 @@ class Store:
             advanced: tuple[list[Any], list[Any]] = ([], [])
             for schedule in due.values():
                 planned = plan(schedule)
-                for fire in planned.send:
-                    state = "sending" if fire.due_at <= now else "planned"
+                # Due now: leased for sending; due later: planned ahead; too late: recorded as missed.
+                states = [(fire, "sending" if fire.due_at <= now else "planned") for fire in planned.send]
+                states += [(fire, "missed") for fire in planned.missed]
+                for fire, state in states:
                     for column, value in zip(
                         run_columns, (schedule.schedule_id, fire.due_at, fire.utc_offset_minutes, state)
-                    ):
-                        column.append(value)
-                for fire in planned.missed:
-                    for column, value in zip(
-                        run_columns, (schedule.schedule_id, fire.due_at, fire.utc_offset_minutes, "missed")
                     ):
                         column.append(value)
                 advanced[0].append(schedule.schedule_id)
@@ -502,18 +504,7 @@ class Store:
         """Lease due retries and runs whose sender's lease ran out."""
         async with self._acquire() as connection:
             rows = await connection.fetch(SQL["claim_retry_runs"], now, limit, lease_until)
-        return [
-            _run_to_send(
-                row,
-                row["app_key"],
-                row["push"],
-                row["push_key"],
-                row["push_secret_encrypted"],
-                is_wave=row["is_wave"],
-                still_wanted=row["still_wanted"],
-            )
-            for row in rows
-        ]
+        return [_run_to_send_from_row(row, is_wave=row["is_wave"], still_wanted=row["still_wanted"]) for row in rows]
 
     @_translated
     async def record_results(self, results: list[types.RunResult]) -> None:
