@@ -22,7 +22,8 @@ import aiohttp
 import psutil
 
 from service import admin
-from service.store import database, embedded, migrations
+from service.store import embedded, migrations
+from service.store.stores import Stores
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 UTC = dt.timezone.utc
@@ -144,11 +145,11 @@ class Bench:
         return totals
 
     async def new_app(self, max_schedules: int = 1_000_000) -> admin.NewApp:
-        store = await database.Store.connect(self.dsn, max_size=1)
+        stores = await Stores.open(self.dsn, api_pool_size=1)
         try:
-            return await admin.register_app(store, "bench", "UTC", max_schedules)
+            return await admin.register_app(stores.schedules, "bench", "UTC", max_schedules)
         finally:
-            await store.close()
+            await stores.close()
 
     async def standin_deliveries(self) -> list[list[Any]]:
         async with aiohttp.ClientSession() as session:

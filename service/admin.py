@@ -9,7 +9,7 @@ import os
 import pathlib
 
 from service.domain import credentials, timing, types
-from service.store import database
+from service.store import schedules
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class NewApp:
 
 
 async def register_app(
-    store: database.Store,
+    store: schedules.ScheduleStore,
     name: str,
     time_zone: str = "UTC",
     max_schedules: int = 1000,
@@ -68,7 +68,7 @@ async def register_app(
     return NewApp(app, master_secret)
 
 
-async def ensure_demo_app(store: database.Store, data_dir: pathlib.Path, max_schedules: int) -> NewApp | None:
+async def ensure_demo_app(store: schedules.ScheduleStore, data_dir: pathlib.Path, max_schedules: int) -> NewApp | None:
     """On an empty database, register a demo app and save its credentials (mode 0600) under DATA_DIR."""
     if await store.count_apps() > 0:
         return None

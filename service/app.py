@@ -16,12 +16,17 @@ from aiohttp import web
 
 from service import admin
 from service.api import handlers, keys, middleware, ops
-from service.domain import dispatch
+from service.domain import credentials, dispatch
 from service.engine import backends, dispatcher
 from service.settings import Settings
-from service.store import database, embedded, migrations
+from service.store import embedded, migrations
+from service.store.schedules import ScheduleStore
+from service.store.stores import Stores
 
 log = logging.getLogger(__name__)
+
+# The process's stores; the handlers see only the one each needs (service.api.keys).
+STORES = web.AppKey("stores", Stores)
 
 
 async def open_database(settings: Settings) -> tuple[str, embedded.EmbeddedPostgres | None]:
@@ -65,6 +70,41 @@ def engine_config(settings: Settings) -> dispatcher.EngineConfig:
     )
 
 
+def engine_pool_size(settings: Settings) -> int:
+    """The engine's own connections: its plan transactions at once, the fire loop's claims, the claimer, the
+    recorder and the sweep. API traffic cannot take them (service.store.database)."""
+    return settings.engine_planners + 4
+
+
+class PushCredentialsKeyError(ValueError):
+    """PUSH_CREDENTIALS_KEY is missing or cannot decrypt the push secrets already stored."""
+
+
+async def check_push_credentials_key(store: ScheduleStore, settings: Settings) -> None:
+    """Refuse to start when the push secrets stored cannot be decrypted with PUSH_CREDENTIALS_KEY: every send
+    of those apps would fail. In a rolling deploy that forgot the key, the new replicas stop at once and
+    say why, while the old ones keep sending."""
+    if not settings.engine_enabled or not settings.push_api_url:
+        return
+    stored = await store.push_secrets_sample()
+    if not stored:
+        return
+    key = settings.push_credentials_key
+    if not key:
+        raise PushCredentialsKeyError(
+            f"PUSH_CREDENTIALS_KEY is not set, but {len(stored)}+ apps have push credentials stored encrypted "
+            f"with it (app {stored[0][0]}); set the key they were stored with"
+        )
+    for app_key, encrypted in stored:
+        try:
+            credentials.decrypt_push_secret(encrypted, key)
+        except ValueError as exc:
+            raise PushCredentialsKeyError(
+                f"PUSH_CREDENTIALS_KEY cannot decrypt the push secret of app {app_key} ({exc}); is it the key "
+                "the apps' push credentials were stored with?"
+            ) from None
+
+
 def engine_wake_horizon(settings: Settings) -> dt.timedelta:
     """How far ahead a change must NOTIFY the engines: every engine reads the database again at least every
     ENGINE_MAX_IDLE_SECONDS and plans ENGINE_PLAN_AHEAD_SECONDS ahead. It assumes every replica runs with the
@@ -92,6 +132,7 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.WAVE_OFFSETS] = settings.wave_offset_minutes
     app[keys.CREDENTIALS] = keys.CredentialCache()
     app[keys.LIFECYCLE] = keys.Lifecycle()
+    app[keys.HEALTH_CHECKS] = []
     # A probe or a scrape must answer well within a load balancer's or Prometheus's own timeout.
     app[keys.PROBE_TIMEOUT] = min(settings.db_timeout_seconds, 2.0)
     # DELETE and disable wait at most this long for a send already in flight, then return.
@@ -101,37 +142,45 @@ def create_app(settings: Settings) -> web.Application:
         dsn, server = await open_database(settings)
         try:
             await migrations.migrate(dsn)
-            store = await database.Store.connect(
+            stores = await Stores.open(
                 dsn,
-                max_size=settings.db_pool_size,
+                api_pool_size=settings.db_pool_size,
+                engine_pool_size=engine_pool_size(settings) if settings.engine_enabled else 0,
                 timeout=settings.db_timeout_seconds,
                 wake_horizon=engine_wake_horizon(settings),
             )
-            app[keys.STORE] = store
-            demo = await admin.ensure_demo_app(store, settings.data_dir, settings.default_max_schedules)
-            if demo is not None:
-                # Printed once, on the first start of an empty database, so a new user can call the API at
-                # once (the quick start asks for it); also saved in a 0600 file. Production apps come from
-                # `apps create`, whose secret is shown only to the operator who runs it.
-                saved_in = settings.data_dir / admin.DEMO_CREDENTIALS_FILE
-                log.warning(
-                    "created a demo app; its credentials, also saved in %s: %s",
-                    saved_in,
-                    json.dumps(demo.to_json()),
-                    extra={"event": "demo_app_created", "credentials_file": str(saved_in), **demo.to_json()},
-                )
-            yield
-            await store.close()
+            app[STORES] = stores
+            app[keys.SCHEDULES] = stores.schedules
+            app[keys.PROBES] = stores.probes
+            try:
+                await check_push_credentials_key(stores.schedules, settings)
+                demo = await admin.ensure_demo_app(stores.schedules, settings.data_dir, settings.default_max_schedules)
+                if demo is not None:
+                    # Printed once, on the first start of an empty database, so a new user can call the API at
+                    # once (the quick start asks for it); also saved in a 0600 file. Production apps come from
+                    # `apps create`, whose secret is shown only to the operator who runs it.
+                    saved_in = settings.data_dir / admin.DEMO_CREDENTIALS_FILE
+                    log.warning(
+                        "created a demo app; its credentials, also saved in %s: %s",
+                        saved_in,
+                        json.dumps(demo.to_json()),
+                        extra={"event": "demo_app_created", "credentials_file": str(saved_in), **demo.to_json()},
+                    )
+                yield
+            finally:
+                await stores.close()
         finally:
             if server is not None:
                 await asyncio.to_thread(server.stop)
 
     async def engine_context(app: web.Application) -> AsyncIterator[None]:
-        if not settings.engine_enabled:
+        runs = app[STORES].runs
+        if runs is None:
             yield
             return
-        engine = dispatcher.Engine(app[keys.STORE], make_backend(settings), engine_config(settings))
+        engine = dispatcher.Engine(runs, make_backend(settings), engine_config(settings))
         await engine.start()
+        app[keys.HEALTH_CHECKS].append(engine.problem)
         yield
         await engine.stop()
 

@@ -18,7 +18,8 @@ from aiohttp import web
 from service import admin, logs
 from service.app import create_app, drain, open_database
 from service.settings import Settings
-from service.store import database, migrations
+from service.store import migrations
+from service.store.stores import Stores
 
 T = TypeVar("T")
 
@@ -57,11 +58,11 @@ async def _with_database(settings: Settings, work: Callable[[str], Awaitable[T]]
 
 async def _apps_create(settings: Settings, args: argparse.Namespace) -> None:
     async def work(dsn: str) -> None:
-        store = await database.Store.connect(dsn, max_size=1)
+        stores = await Stores.open(dsn, api_pool_size=1)
         try:
             cap = args.max_schedules if args.max_schedules is not None else settings.default_max_schedules
             created = await admin.register_app(
-                store,
+                stores.schedules,
                 args.name,
                 args.time_zone,
                 cap,
@@ -70,7 +71,7 @@ async def _apps_create(settings: Settings, args: argparse.Namespace) -> None:
                 credentials_key=settings.push_credentials_key,
             )
         finally:
-            await store.close()
+            await stores.close()
         print(json.dumps(created.to_json()))
 
     await _with_database(settings, work)
@@ -78,9 +79,9 @@ async def _apps_create(settings: Settings, args: argparse.Namespace) -> None:
 
 async def _apps_list(settings: Settings) -> None:
     async def work(dsn: str) -> None:
-        store = await database.Store.connect(dsn, max_size=1)
+        stores = await Stores.open(dsn, api_pool_size=1)
         try:
-            for app in await store.list_apps():
+            for app in await stores.schedules.list_apps():
                 print(
                     json.dumps(
                         {
@@ -93,7 +94,7 @@ async def _apps_list(settings: Settings) -> None:
                     )
                 )
         finally:
-            await store.close()
+            await stores.close()
 
     await _with_database(settings, work)
 

@@ -17,8 +17,8 @@ async def bulk_schedules(dsn: str, app_key: str, due: dt.datetime, count: int) -
     try:
         await database.register_json_codecs(connection)
         await connection.execute(
-            "INSERT INTO schedules (id, app_key, name, enabled, trigger, push, next_fire_at, final_fire_at) "
-            "SELECT gen_random_uuid(), $1, 'burst_' || n, true, $2, $3, $4, $4 FROM generate_series(1, $5) AS n",
+            "INSERT INTO schedules (id, app_key, name, enabled, trigger, push, next_fire_at, final_fire_at, kind, zone_type) "
+            "SELECT gen_random_uuid(), $1, 'burst_' || n, true, $2, $3, $4, $4, 'single', 1 FROM generate_series(1, $5) AS n",
             app_key, trigger, push, due, count,
         )
         # Wake the engines as the API's creates would.

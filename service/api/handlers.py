@@ -71,7 +71,7 @@ async def create_schedule(request: web.Request) -> web.Response:
     values = schedules.values_for_create(
         body, raw["push"], _app_zone(app), now, request.app[keys.WAVE_OFFSETS]
     )
-    schedule_id, name = await request.app[keys.STORE].create_schedule(app.app_key, values, body.cid, now)
+    schedule_id, name = await request.app[keys.SCHEDULES].create_schedule(app.app_key, values, body.cid, now)
     return _ok({"schedule_id": str(schedule_id), "name": name})
 
 
@@ -84,7 +84,7 @@ async def list_schedules(request: web.Request) -> web.Response:
     page = int(page_text)
     # A page far past any real one is simply empty; the clamp keeps OFFSET inside PostgreSQL's bigint.
     offset = min((page - 1) * PAGE_SIZE, MAX_OFFSET)
-    total, found = await request.app[keys.STORE].list_schedules(app.app_key, _now(), PAGE_SIZE, offset)
+    total, found = await request.app[keys.SCHEDULES].list_schedules(app.app_key, _now(), PAGE_SIZE, offset)
     return _ok(
         {
             "total_count": total,
@@ -98,7 +98,7 @@ async def list_schedules(request: web.Request) -> web.Response:
 @routes.get("/v4/schedules/{schedule_id}")
 async def get_schedule(request: web.Request) -> web.Response:
     app = keys.current_app(request)
-    schedule = await request.app[keys.STORE].get_schedule(app.app_key, _schedule_id(request), _now())
+    schedule = await request.app[keys.SCHEDULES].get_schedule(app.app_key, _schedule_id(request), _now())
     if schedule is None:
         raise errors.ScheduleNotFound()
     return _ok(schedule.to_wire())
@@ -112,7 +112,7 @@ async def update_schedule(request: web.Request) -> web.Response:
     body: models.ScheduleUpdate = models.parse(models.ScheduleUpdate, raw)
     now = _now()
     zone, offsets = _app_zone(app), request.app[keys.WAVE_OFFSETS]
-    updated = await request.app[keys.STORE].update_schedule(
+    updated = await request.app[keys.SCHEDULES].update_schedule(
         app.app_key,
         schedule_id,
         now,
@@ -125,7 +125,7 @@ async def update_schedule(request: web.Request) -> web.Response:
 @routes.delete("/v4/schedules/{schedule_id}")
 async def delete_schedule(request: web.Request) -> web.Response:
     app = keys.current_app(request)
-    deleted = await request.app[keys.STORE].delete_schedule(
+    deleted = await request.app[keys.SCHEDULES].delete_schedule(
         app.app_key, _schedule_id(request), _now(), in_flight_wait=request.app[keys.IN_FLIGHT_WAIT]
     )
     if not deleted:
@@ -137,7 +137,7 @@ async def delete_schedule(request: web.Request) -> web.Response:
 @routes.get("/v4/schedules/{schedule_id}/msg_ids")
 async def schedule_msg_ids(request: web.Request) -> web.Response:
     app = keys.current_app(request)
-    msg_ids = await request.app[keys.STORE].sent_msg_ids(app.app_key, _schedule_id(request))
+    msg_ids = await request.app[keys.SCHEDULES].sent_msg_ids(app.app_key, _schedule_id(request))
     if msg_ids is None:
         raise errors.ScheduleNotFound()
     # MsgIds repeats the list: EngageLab's published SDKs read that key.

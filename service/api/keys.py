@@ -10,7 +10,7 @@ from typing import Literal
 from aiohttp import web
 
 from service.domain import types
-from service.store import database
+from service.store import probes, schedules
 
 class CredentialCache:
     """Apps and their secret digests by app key, for a few seconds, so authenticating does not cost a query
@@ -36,7 +36,11 @@ class CredentialCache:
         self._entries[app_key] = (time.monotonic() + self._ttl, found)
 
 
-STORE = web.AppKey("store", database.Store)
+SCHEDULES = web.AppKey("schedules", schedules.ScheduleStore)
+PROBES = web.AppKey("probes", probes.Probes)
+# What /readyz asks beyond the database: each returns why the process cannot do its work now, or None (the
+# engine reports a crashed loop here).
+HEALTH_CHECKS = web.AppKey("health_checks", list)
 CREDENTIALS = web.AppKey("credentials", CredentialCache)
 WAVE_OFFSETS = web.AppKey("wave_offsets", tuple)
 IN_FLIGHT_WAIT = web.AppKey("in_flight_wait", float)

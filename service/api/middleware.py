@@ -132,10 +132,14 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if parsed is None:
         raise errors.AuthenticationFailed()
     app_key, master_secret = parsed
+    if not credentials.could_be_app_key(app_key):
+        # Refused before any query or cache entry: random keys cost the database nothing.
+        credentials.secret_matches(master_secret, None)  # the same work as any other refusal
+        raise errors.AuthenticationFailed()
     cache = request.app[keys.CREDENTIALS]
     cached, found = cache.get(app_key)
     if not cached:
-        found = await request.app[keys.STORE].get_app_with_secret_digest(app_key)
+        found = await request.app[keys.SCHEDULES].get_app_with_secret_digest(app_key)
         cache.put(app_key, found)
     stored_digest = found[1] if found else None
     if not credentials.secret_matches(master_secret, stored_digest) or found is None:

@@ -7,8 +7,6 @@ or a scrape answers even while it is down.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from aiohttp import web
 
 from service import metrics
@@ -34,8 +32,12 @@ async def readyz(request: web.Request) -> web.Response:
     state = request.app[keys.LIFECYCLE].state
     if state != "ready":
         return _status(state, 503)
+    for check in request.app[keys.HEALTH_CHECKS]:
+        problem = check()
+        if problem is not None:
+            return _status(problem, 503)
     try:
-        current = await request.app[keys.STORE].schema_is_current(request.app[keys.PROBE_TIMEOUT])
+        current = await request.app[keys.PROBES].schema_is_current(request.app[keys.PROBE_TIMEOUT])
     except errors.DatabaseUnavailable:
         return _status("database unavailable", 503)
     return _status("ready") if current else _status("migrations pending", 503)
@@ -44,12 +46,12 @@ async def readyz(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 async def metrics_text(request: web.Request) -> web.Response:
     """Prometheus text. The backlog is counted now; when the database does not answer it is left out."""
-    store = request.app.get(keys.STORE)
+    probes = request.app.get(keys.PROBES)
     backlog = pool = None
-    if store is not None:
-        pool = store.pool_usage()
+    if probes is not None:
+        pool = probes.pool_usage()
         try:
-            backlog = await store.due_backlog(dt.datetime.now(dt.timezone.utc), request.app[keys.PROBE_TIMEOUT])
+            backlog = await probes.due_backlog(request.app[keys.PROBE_TIMEOUT])
         except errors.DatabaseUnavailable:
             backlog = None
     return web.Response(body=metrics.exposition(backlog, pool), headers={"Content-Type": metrics.CONTENT_TYPE})

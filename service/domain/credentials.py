@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import secrets
 
 
@@ -17,8 +18,17 @@ import secrets
 _DECOY_DIGEST = hashlib.sha256(b"no such app").digest()
 
 
+APP_KEY_LENGTH = 24
+_APP_KEY_SHAPE = re.compile(r"[0-9a-f]{%d}" % APP_KEY_LENGTH, re.ASCII)
+
+
 def new_app_key() -> str:
-    return secrets.token_hex(12)
+    return secrets.token_hex(APP_KEY_LENGTH // 2)
+
+
+def could_be_app_key(app_key: str) -> bool:
+    """Whether `app_key` has the shape of the keys new_app_key makes (24 lowercase hex digits)."""
+    return _APP_KEY_SHAPE.fullmatch(app_key) is not None
 
 
 def new_master_secret() -> str:

@@ -18,19 +18,35 @@ OutcomeKind = Literal["sent", "retry", "failed"]
 MAX_RETRY_AFTER_SECONDS = 3600.0
 
 
+# The most fires one task contributes to one plan transaction. After a long outage a task may owe thousands of
+# missed fires (a zone_type 2 task: 40 waves an occurrence); planning them in bounded chunks keeps every plan
+# statement short, and the task's next_fire_at carries on from the first fire left out.
+MAX_FIRES_PER_PLAN = 1000
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class DuePlan:
-    """What planning one due schedule produces."""
+    """What planning one due schedule produces: its fires up to the horizon, which of them a later fire of
+    the same wave supersedes, and where planning carries on."""
 
-    send: tuple[types.Fire, ...]  # to send: due now (within the grace period) or later, up to the horizon
-    missed: tuple[types.Fire, ...]  # due longer ago than the grace period: recorded, never sent
-    next_fire_at: dt.datetime | None  # the next fire after the horizon; None once every fire is planned
+    fires: tuple[types.Fire, ...]  # every fire from next_fire_at up to the horizon (at most MAX_FIRES_PER_PLAN)
+    superseded: frozenset[types.Fire]  # past fires with a later past fire of the same wave: never sent
+    next_fire_at: dt.datetime | None  # the first fire not planned here; None once every fire is planned
+    stopped_reason: str | None = None  # set when the task cannot be planned: it leaves the valid set at once
+
+    @classmethod
+    def stopped(cls, reason: str) -> DuePlan:
+        return cls(fires=(), superseded=frozenset(), next_fire_at=None, stopped_reason=reason)
+
+
+def trigger_kind(trigger: dict[str, Any]) -> str:
+    """`single` or `periodical`: the one key of a stored trigger."""
+    return next(iter(trigger))
 
 
 def zone_type(trigger: dict[str, Any]) -> int:
     """1 (app time zone) or 2 (terminal time zone: one wave per UTC offset) of a stored trigger."""
-    kind = next(iter(trigger.values()))
-    return int(kind.get("zone_type", 1))
+    return int(trigger[trigger_kind(trigger)].get("zone_type", 1))
 
 
 def _due_and_next(
@@ -55,29 +71,38 @@ def plan_due(
     wave_offsets: Sequence[int],
     next_fire_at: dt.datetime,
     now: dt.datetime,
-    grace: dt.timedelta,
     until: dt.datetime | None = None,
+    max_fires: int = MAX_FIRES_PER_PLAN,
 ) -> DuePlan:
-    """Plan the fires from `next_fire_at` up to `until` (default: now), and find the next one after it.
+    """Plan the fires from `next_fire_at` up to `until` (default: now), and find where planning carries on.
 
-    Fires already due are split into send-now and missed. Never a burst after downtime: per wave (one wave
-    for zone_type 1), only the latest past fire within `grace` is sent; every other past fire is recorded
-    as missed. Fires after `now` (planned ahead, up to `until`) are all sent, each at its instant.
+    Never a burst after downtime: per wave (one wave for zone_type 1), a past fire with a later past fire of
+    the same wave is superseded, recorded missed and never sent. Whether the latest one is still worth
+    sending (the misfire grace) is the database's rule (`fire_is_too_late`, sql/0005), decided by its
+    clock when the run is inserted, so planning and late resends cannot disagree on it.
+
+    At most `max_fires` fires are planned at once; the rest follow from the returned next_fire_at. A chunk
+    boundary inside the grace window could let one superseded fire per wave through; with the default bound
+    that needs over 1,000 fires within the grace, which no trigger kind produces.
     """
     until = now if until is None else max(until, now)
     due, following = _due_and_next(trigger, app_zone, wave_offsets, next_fire_at, until)
-    past = [fire for fire in due if fire.due_at <= now]
-    ahead = [fire for fire in due if fire.due_at > now]
-    latest_per_wave: dict[int, types.Fire] = {}
-    for fire in past:  # in order, so the latest fire of each wave wins
-        if now - fire.due_at <= grace:
-            latest_per_wave[fire.utc_offset_minutes] = fire
-    send = sorted(latest_per_wave.values(), key=lambda fire: fire.due_at) + ahead
-    return DuePlan(
-        send=tuple(send),
-        missed=tuple(fire for fire in past if fire not in latest_per_wave.values()),
-        next_fire_at=following,
-    )
+    if len(due) > max_fires:
+        due, following = due[:max_fires], due[max_fires].due_at
+    latest_past_per_wave: dict[int, types.Fire] = {}
+    for fire in due:  # in order, so the latest past fire of each wave wins
+        if fire.due_at <= now:
+            latest_past_per_wave[fire.utc_offset_minutes] = fire
+    latest = set(latest_past_per_wave.values())
+    superseded = frozenset(fire for fire in due if fire.due_at <= now and fire not in latest)
+    return DuePlan(fires=tuple(due), superseded=superseded, next_fire_at=following)
+
+
+def storable_text(text: str, limit: int = 1000) -> str:
+    """Text from outside (a push API's msg_id or error) as PostgreSQL can store it: NUL and lone surrogates
+    written out as escapes instead of failing the whole batch of results they arrive in."""
+    text = text[:limit].replace("\x00", "\\u0000")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -95,9 +120,9 @@ def classify_response(status: int, payload: Any, retry_after_header: str | None,
     if 200 <= status < 300:
         msg_id = payload.get("msg_id") if isinstance(payload, dict) else None
         if msg_id in (None, ""):
-            return SendOutcome("failed", error=f"HTTP {status} without a msg_id: {str(payload)[:500]}")
-        return SendOutcome("sent", msg_id=str(msg_id))
-    error = f"HTTP {status}: {str(payload)[:1000]}"
+            return SendOutcome("failed", error=storable_text(f"HTTP {status} without a msg_id: {payload}", 500))
+        return SendOutcome("sent", msg_id=storable_text(str(msg_id), 200))
+    error = storable_text(f"HTTP {status}: {payload}")
     if status == 429:
         return SendOutcome("retry", error=error, retry_after=parse_retry_after(retry_after_header, now))
     if status >= 500:
@@ -143,3 +168,30 @@ class RetryPolicy:
             # The backend's own word wins over our backoff cap, within reason.
             return now + dt.timedelta(seconds=min(outcome.retry_after, MAX_RETRY_AFTER_SECONDS))
         return now + dt.timedelta(seconds=self.delay(attempts_done, rng))
+
+
+def result_for(
+    run: types.RunToSend,
+    outcome: SendOutcome,
+    payload: dict[str, Any] | None,
+    now: dt.datetime,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+) -> types.RunResult:
+    """What one attempt's outcome writes back to its run: sent; pending with the next attempt's instant; or
+    failed, with the push API's error (or the attempts used up) kept. Text from outside is made storable."""
+    error = None if outcome.error is None else storable_text(outcome.error)
+    if outcome.kind == "sent":
+        msg_id = None if outcome.msg_id is None else storable_text(outcome.msg_id, 200)
+        return types.RunResult(run.run_id, run.attempts, "sent", now, msg_id=msg_id, payload=payload)
+    if outcome.kind == "retry":
+        next_attempt = policy.next_attempt(run.attempts, outcome, now, rng)
+        if next_attempt is not None:
+            return types.RunResult(run.run_id, run.attempts, "pending", now, error=error, next_attempt_at=next_attempt)
+        error = storable_text(f"gave up after {run.attempts} attempts: {outcome.error}")
+    return types.RunResult(run.run_id, run.attempts, "failed", now, error=error)
+
+
+def cancelled(run: types.RunToSend, now: dt.datetime) -> types.RunResult:
+    """A run whose task was deleted or disabled after it was leased: never sent."""
+    return types.RunResult(run.run_id, run.attempts, "cancelled", now, error="task deleted or disabled")

@@ -46,17 +46,20 @@ def values_for_create(
     wave_offsets: Sequence[int],
 ) -> types.ScheduleValues:
     """What a create stores: the push exactly as sent, the trigger normalized, the fires planned."""
+    trigger = body.trigger.to_wire()
     return types.ScheduleValues(
         name=body.name,
         enabled=body.enabled,
-        trigger=body.trigger.to_wire(),
+        trigger=trigger,
         push=raw_push,
         plan=plan_trigger(body.trigger, app_zone, now, wave_offsets),
+        kind=dispatch.trigger_kind(trigger),
+        zone_type=dispatch.zone_type(trigger),
     )
 
 
 def _kind_and_zone(trigger: dict[str, Any]) -> tuple[str, int]:
-    return next(iter(trigger)), dispatch.zone_type(trigger)
+    return dispatch.trigger_kind(trigger), dispatch.zone_type(trigger)
 
 
 def values_for_update(
@@ -92,4 +95,6 @@ def values_for_update(
         trigger=trigger,
         push=raw["push"] if body.push is not None else current.push,
         plan=plan,
+        kind=dispatch.trigger_kind(trigger),
+        zone_type=dispatch.zone_type(trigger),
     )

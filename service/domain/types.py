@@ -12,7 +12,7 @@ AppKey = NewType("AppKey", str)
 
 ZoneType = Literal[1, 2]
 ScheduleState = Literal["active", "expired", "deleted"]
-RunState = Literal["pending", "sending", "sent", "failed", "skipped", "missed"]
+RunState = Literal["planned", "pending", "sending", "sent", "failed", "skipped", "missed", "cancelled"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -76,6 +76,8 @@ class ScheduleValues:
     trigger: dict[str, Any]
     push: dict[str, Any]
     plan: FirePlan | None  # None on an update that leaves the trigger as it was
+    kind: str  # the trigger's kind and zone type, stored as columns for the engine's SQL
+    zone_type: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -86,6 +88,7 @@ class DueSchedule:
     app_key: AppKey
     trigger: dict[str, Any]
     push: dict[str, Any]
+    zone_type: int
     next_fire_at: dt.datetime
     time_zone: str
     push_key: str | None
@@ -117,12 +120,36 @@ class RunResult:
     """What recording a send writes back to the run."""
 
     run_id: uuid.UUID
+    attempts: int  # the attempt this is the outcome of: the write is fenced on it
     state: RunState
     finished_at: dt.datetime
     msg_id: str | None = None
     error: str | None = None
     next_attempt_at: dt.datetime | None = None
     payload: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SettledRun:
+    """A run the engine settled without sending it ('missed': found later than the grace; 'failed': its lease
+    ran out on its last attempt), with the reason kept on the run; the engine logs each one."""
+
+    run_id: uuid.UUID
+    schedule_id: ScheduleId
+    due_at: dt.datetime
+    state: RunState
+    error: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Planned:
+    """What one plan transaction committed: how many tasks it planned, the runs now reserved to the caller
+    (each 'planned', to be claimed at its instant), the runs recorded missed, and the database's instant."""
+
+    tasks: int
+    runs: list[RunToSend]
+    missed: list[SettledRun]
+    now: dt.datetime | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -119,7 +119,9 @@ class HttpBackend:
         try:
             headers = self._headers(run)
         except ValueError as exc:
-            return dispatch.SendOutcome("failed", error=str(exc)), None
+            # A key missing or wrong on this replica (a rolling deploy, say) is this process's fault, not the
+            # run's: retried, by this replica later or by another one that has the key.
+            return dispatch.SendOutcome("retry", error=str(exc)), None
         try:
             async with self._session.post(self._url, json=outgoing_push(run), headers=headers) as response:
                 text = await response.text()

@@ -19,10 +19,11 @@ SELECT count(*) FROM apps;
 
 -- name: create_schedule
 -- Lock the app, check cid and cap, insert, notify: one round trip (sql/0003_create_in_one_round_trip.sql).
-SELECT outcome, id, name, valid, cap FROM create_schedule($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13);
+SELECT outcome, id, name, valid, cap
+FROM create_schedule($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15);
 
 -- name: count_valid_schedules
-SELECT count(*) FROM schedules WHERE app_key = $1 AND state = 'active' AND final_fire_at > $2;
+SELECT count(*) FROM schedules WHERE app_key = $1 AND schedule_is_valid(state, final_fire_at, $2);
 
 -- name: insert_skipped_runs
 -- zone_type 2 waves already past when the task was created or updated: recorded, never sent.
@@ -35,18 +36,19 @@ ON CONFLICT (schedule_id, due_at, utc_offset_minutes) DO NOTHING;
 -- One page of an app's valid tasks, oldest created first.
 SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at
 FROM schedules
-WHERE app_key = $1 AND state = 'active' AND final_fire_at > $2
+WHERE app_key = $1 AND schedule_is_valid(state, final_fire_at, $2)
 ORDER BY created_at, id
 LIMIT $3 OFFSET $4;
 
 -- name: get_valid_schedule
 SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at
 FROM schedules
-WHERE id = $1 AND app_key = $2 AND state = 'active' AND final_fire_at > $3;
+WHERE id = $1 AND app_key = $2 AND schedule_is_valid(state, final_fire_at, $3);
 
 -- name: lock_schedule
 -- The task an update is about, whatever its validity (an expired one answers 28100, not 404).
-SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, state
+SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at,
+       schedule_is_valid(state, final_fire_at, $3) AS valid
 FROM schedules
 WHERE id = $1 AND app_key = $2 AND state <> 'deleted'
 FOR UPDATE;
@@ -55,7 +57,7 @@ FOR UPDATE;
 UPDATE schedules
 SET name = $2, enabled = $3, trigger = $4, push = $5,
     next_fire_at = coalesce($6, next_fire_at), final_fire_at = coalesce($7, final_fire_at),
-    updated_at = clock_timestamp()
+    kind = $8, zone_type = $9, updated_at = clock_timestamp()
 WHERE id = $1
 RETURNING id, app_key, name, enabled, trigger, push, created_at, final_fire_at;
 
@@ -63,7 +65,7 @@ RETURNING id, app_key, name, enabled, trigger, push, created_at, final_fire_at;
 -- Soft delete: the row stays for its runs' history, but leaves every query of valid tasks and the engine's.
 UPDATE schedules
 SET state = 'deleted', next_fire_at = NULL, updated_at = clock_timestamp()
-WHERE id = $1 AND app_key = $2 AND state = 'active' AND final_fire_at > $3
+WHERE id = $1 AND app_key = $2 AND schedule_is_valid(state, final_fire_at, $3)
 RETURNING id;
 
 -- name: schedule_exists
@@ -88,178 +90,138 @@ UPDATE runs SET state = 'cancelled', finished_at = $2, lease_until = NULL
 WHERE schedule_id = $1 AND state = 'pending';
 
 -- name: count_sends_in_flight
--- Sends of one task that a sender holds right now (their lease still runs).
-SELECT count(*) FROM runs WHERE schedule_id = $1 AND state = 'sending' AND lease_until > $2;
+-- Sends of one task that a sender holds right now (their lease still runs, by the database's clock as every
+-- lease is).
+SELECT count(*) FROM runs WHERE schedule_id = $1 AND state = 'sending' AND lease_until > clock_timestamp();
 
--- name: prefer_ordered_index_scans
--- The due scans want the partial due index in next_fire_at order, stopping at the batch size. Right after a
--- bulk of creates, before autovacuum's ANALYZE has run, the planner guesses few due rows and picks a bitmap
--- scan that reads and sorts every due row instead (100k due: 10.6 s instead of 4.3 s to plan them all, and
--- quadratic in the backlog). For the plan transaction only, rule that out.
-SET LOCAL enable_bitmapscan = off;
+-- The engine's statements. Every instant they decide by is clock_timestamp(): the database's clock, the one
+-- every replica shares (a replica whose own clock runs fast can neither take over runs early nor plan early).
+-- The rules themselves (valid, too late, how a fire becomes a run) are SQL functions of sql/0005.
 
--- name: plan_due_single_fires
--- Plan step, the common case in one statement: a single trigger in the app's time zone fires once, at its
--- next_fire_at, and then has nothing left. No trigger to evaluate, so no row comes back to be planned: lock
--- (SKIP LOCKED), advance, insert the run and return what sending needs, at once. The states follow
--- service.domain.dispatch.plan_due: later than $1 minus the grace $6 is missed, due by $3 (now) is leased
--- for sending, later is planned (reserved until due + $5).
-WITH due AS (
-    SELECT id, next_fire_at FROM schedules
-    WHERE enabled AND state = 'active' AND next_fire_at <= $1
-      AND trigger ? 'single' AND coalesce(trigger -> 'single' ->> 'zone_type', '1') = '1'
-    ORDER BY next_fire_at
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
-), advanced AS (
-    UPDATE schedules s
-    SET next_fire_at = NULL,
-        state = CASE WHEN s.final_fire_at <= $3 THEN 'expired' ELSE s.state END
-    FROM due
-    WHERE s.id = due.id
-    RETURNING gen_random_uuid() AS run_id, s.id, s.app_key, s.push, due.next_fire_at AS due_at,
-              CASE WHEN due.next_fire_at < $3::timestamptz - $6::interval THEN 'missed'
-                   WHEN due.next_fire_at <= $3 THEN 'sending'
-                   ELSE 'planned' END AS state
-), inserted AS (
-    INSERT INTO runs (id, schedule_id, due_at, utc_offset_minutes, state, attempts, lease_until, dispatched_at, finished_at)
-    SELECT a.run_id, a.id, a.due_at, 0, a.state,
-           CASE WHEN a.state = 'sending' THEN 1 ELSE 0 END,
-           CASE WHEN a.state = 'sending' THEN $4::timestamptz
-                WHEN a.state = 'planned' THEN a.due_at + $5::interval END,
-           CASE WHEN a.state = 'sending' THEN $3::timestamptz END,
-           CASE WHEN a.state = 'missed' THEN $3::timestamptz END
-    FROM advanced a
-    ON CONFLICT (schedule_id, due_at, utc_offset_minutes) DO NOTHING
-    RETURNING id
-)
--- `IN (SELECT ...)` in the output is a hashed lookup whatever the row estimates; joining the two CTEs was a
--- nested loop (500 x 500) whenever the statistics were stale.
-SELECT a.run_id AS id, a.id AS schedule_id, a.due_at, 0 AS utc_offset_minutes, a.state,
-       CASE WHEN a.state = 'sending' THEN 1 ELSE 0 END AS attempts,
-       a.app_key, a.push, ap.push_key, ap.push_secret_encrypted,
-       a.run_id IN (SELECT id FROM inserted) AS inserted
-FROM advanced a JOIN apps ap ON ap.app_key = a.app_key;
+-- name: plan_single_fires
+-- Plan step for single zone_type 1 tasks in one round trip (sql/0005 plan_single_fires); plan_due does the rest.
+SELECT * FROM plan_single_fires($1::interval, $2, $3::interval, $4::interval);
 
 -- name: lock_due_schedules
--- Plan step: the due tasks no other replica is planning right now, with what sending them needs.
-SELECT s.id, s.app_key, s.trigger, s.push, s.next_fire_at, a.time_zone, a.push_key, a.push_secret_encrypted
-FROM schedules s JOIN apps a ON a.app_key = s.app_key
-WHERE s.enabled AND s.state = 'active' AND s.next_fire_at <= $1
+-- Plan step for every other task: the due tasks no other replica is planning right now, with what planning
+-- and sending them needs, and the database's instant the plan is computed for. The due scans want the partial
+-- due index in next_fire_at order, stopping at the batch size; right after a bulk of creates, before
+-- autovacuum's ANALYZE, the planner guessed few due rows and picked a bitmap scan that reads and sorts every due
+-- row (100k due: 10.6 s instead of 4.3 s to plan them all, quadratic in the backlog): the plan transaction runs
+-- prefer_ordered_index_scans first.
+WITH clock AS MATERIALIZED (SELECT clock_timestamp() AS now)
+SELECT s.id, s.app_key, s.trigger, s.push, s.zone_type, s.next_fire_at, a.time_zone, a.push_key,
+       a.push_secret_encrypted, clock.now
+FROM clock, schedules s JOIN apps a ON a.app_key = s.app_key
+WHERE s.enabled AND s.state = 'active' AND s.next_fire_at <= clock.now + $1::interval
 ORDER BY s.next_fire_at
 LIMIT $2
 FOR UPDATE OF s SKIP LOCKED;
 
--- name: insert_planned_runs
--- One row per fire or wave; the unique key makes planning the same occurrence twice impossible.
--- Runs to send now are inserted already leased to this sender ('sending'), saving a claim round trip; runs
--- due later are 'planned', reserved to this engine until their due instant plus $7.
-INSERT INTO runs (id, schedule_id, due_at, utc_offset_minutes, state, attempts, lease_until, dispatched_at, finished_at)
-SELECT gen_random_uuid(), planned.schedule_id, planned.due_at, planned.utc_offset_minutes, planned.state,
-       CASE WHEN planned.state = 'sending' THEN 1 ELSE 0 END,
-       CASE WHEN planned.state = 'sending' THEN $6::timestamptz
-            WHEN planned.state = 'planned' THEN planned.due_at + $7::interval END,
-       CASE WHEN planned.state = 'sending' THEN $5::timestamptz END,
-       CASE WHEN planned.state = 'missed' THEN $5::timestamptz END
-FROM unnest($1::uuid[], $2::timestamptz[], $3::integer[], $4::text[])
-     AS planned (schedule_id, due_at, utc_offset_minutes, state)
-ON CONFLICT (schedule_id, due_at, utc_offset_minutes) DO NOTHING
-RETURNING id, schedule_id, due_at, utc_offset_minutes, state, attempts;
+-- name: prefer_ordered_index_scans
+-- See lock_due_schedules: for the plan transaction only.
+SET LOCAL enable_bitmapscan = off;
+
+-- name: insert_runs
+-- The fires of the locked tasks become runs ('planned' or 'missed'), by the one rule of sql/0005.
+SELECT * FROM insert_runs($1::uuid[], $2::timestamptz[], $3::integer[], $4::boolean[], $5, $6::interval, $7::interval);
 
 -- name: advance_schedules
--- After planning: the next fire to plan; expired once everything is planned and the last fire has come
--- (a task planned ahead stays valid until then, and the sweep expires it).
+-- After planning: the next fire to plan (NULL once every fire is planned: the sweep expires the task after its
+-- last fire), or, for a task the engine could not plan, stopped at once with the reason kept.
 UPDATE schedules s
 SET next_fire_at = advanced.next_fire_at,
-    state = CASE WHEN advanced.next_fire_at IS NULL AND s.final_fire_at <= $3 THEN 'expired' ELSE s.state END
-FROM unnest($1::uuid[], $2::timestamptz[]) AS advanced (id, next_fire_at)
+    state = CASE WHEN advanced.stopped_reason IS NULL THEN s.state ELSE 'expired' END,
+    stopped_reason = coalesce(advanced.stopped_reason, s.stopped_reason)
+FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS advanced (id, next_fire_at, stopped_reason)
 WHERE s.id = advanced.id;
 
 -- name: claim_planned_runs
--- Just before their due instant: the runs this engine planned ahead, leased for sending, unless a change to
--- their task dropped them or another engine took them over meanwhile.
-UPDATE runs SET state = 'sending', attempts = attempts + 1, lease_until = $2, dispatched_at = $3
+-- At their instant: the runs this engine planned, leased for sending (the lease counted from now), unless a
+-- change to their task dropped them or another engine took them over meanwhile. The caller asks for no more
+-- than it has free send slots.
+WITH clock AS MATERIALIZED (SELECT clock_timestamp() AS now)
+UPDATE runs SET state = 'sending', attempts = attempts + 1, lease_until = clock.now + $2::interval,
+                dispatched_at = clock.now
+FROM clock
 WHERE id = ANY($1::uuid[]) AND state = 'planned'
-RETURNING id;
+RETURNING id, attempts;
 
 -- name: release_planned_runs
 -- Shutdown: planned runs this engine will not send; any engine takes them over at their due instant.
 UPDATE runs SET lease_until = due_at WHERE id = ANY($1::uuid[]) AND state = 'planned';
 
--- name: claim_retry_runs
--- Retries that are due, sends whose sender died (lease ran out) and planned runs whose planner did not claim
--- them in time, leased to this sender, with what sending them needs. A run whose task was deleted or
--- disabled meanwhile comes back as not wanted.
-WITH claimed AS (
-    UPDATE runs r
-    SET state = 'sending', lease_until = $3, attempts = r.attempts + 1,
-        dispatched_at = coalesce(r.dispatched_at, $1)
-    FROM (
-        SELECT id FROM runs
-        WHERE (state = 'pending' AND next_attempt_at <= $1)
-           OR (state = 'sending' AND lease_until < $1)
-           OR (state = 'planned' AND lease_until < $1)
-        ORDER BY coalesce(next_attempt_at, lease_until)
-        LIMIT $2
-        FOR UPDATE SKIP LOCKED
-    ) due
-    WHERE r.id = due.id
-    RETURNING r.id, r.schedule_id, r.due_at, r.utc_offset_minutes, r.attempts
-)
-SELECT claimed.*, s.app_key, s.push, a.push_key, a.push_secret_encrypted,
-       (s.state <> 'deleted' AND s.enabled) AS still_wanted,
-       coalesce(s.trigger -> 'single', s.trigger -> 'periodical') ->> 'zone_type' = '2' AS is_wave
-FROM claimed JOIN schedules s ON s.id = claimed.schedule_id JOIN apps a ON a.app_key = s.app_key;
+-- name: claim_due_runs
+-- Retries, expired leases and expired reservations, settled or leased (sql/0005 claim_due_runs).
+SELECT * FROM claim_due_runs($1, $2::interval, $3::interval, $4);
 
 -- name: record_run_results
--- Outcomes of a batch of sends. A run already recorded as sent (by a replica that took over an expired
--- lease) keeps its first msg_id.
+-- Outcomes of a batch of sends, each fenced on the attempt that produced it: a holder whose lease ran out and
+-- whose run was claimed again (attempts moved on) or settled meanwhile changes nothing.
 UPDATE runs r
 SET state = result.state,
-    msg_id = coalesce(result.msg_id, r.msg_id),
+    msg_id = result.msg_id,
     error = result.error,
     next_attempt_at = result.next_attempt_at,
     lease_until = NULL,
-    sent_at = CASE WHEN result.state = 'sent' THEN result.finished_at ELSE r.sent_at END,
+    sent_at = CASE WHEN result.state = 'sent' THEN result.finished_at END,
     finished_at = CASE WHEN result.state IN ('sent', 'failed', 'cancelled') THEN result.finished_at END,
-    payload = coalesce(result.payload, r.payload)
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::jsonb[])
-     AS result (id, state, msg_id, error, next_attempt_at, finished_at, payload)
-WHERE r.id = result.id AND r.state <> 'sent';
+    payload = result.payload
+FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+            $7::timestamptz[], $8::jsonb[])
+     AS result (id, attempts, state, msg_id, error, next_attempt_at, finished_at, payload)
+WHERE r.id = result.id AND r.state = 'sending' AND r.attempts = result.attempts;
 
 -- name: release_runs
--- Shutdown: hand unfinished sends back at once instead of waiting for their lease to run out.
--- Never before its due instant (a run claimed just ahead of it may be handed back).
-UPDATE runs SET state = 'pending', next_attempt_at = greatest($2, due_at), lease_until = NULL
-WHERE id = ANY($1::uuid[]) AND state = 'sending';
+-- Shutdown: hand unfinished sends back at once instead of waiting for their lease to run out; never before
+-- their due instant (a run claimed just ahead of it may be handed back). Fenced on the attempt, as results are.
+UPDATE runs r SET state = 'pending', next_attempt_at = greatest(clock_timestamp(), r.due_at), lease_until = NULL
+FROM unnest($1::uuid[], $2::integer[]) AS held (id, attempts)
+WHERE r.id = held.id AND r.state = 'sending' AND r.attempts = held.attempts;
 
--- name: next_wake
--- The earliest instant the engine has work: a fire to plan ($1 ahead of it), a retry, or a lease or
--- reservation to take over.
+-- name: next_plan_wake
+-- The earliest instant the planner has work ($1 before the next fire to plan), and the database's instant now,
+-- so the engine sleeps by the database's clock.
+SELECT (SELECT min(next_fire_at) FROM schedules WHERE enabled AND state = 'active' AND next_fire_at IS NOT NULL)
+           - $1::interval AS wake_at,
+       clock_timestamp() AS now;
+
+-- name: next_claim_wake
+-- The earliest instant claim_due_runs has work (a retry, a lease or a reservation to take over), and the
+-- database's instant now.
 SELECT least(
-    (SELECT min(next_fire_at) FROM schedules WHERE enabled AND state = 'active' AND next_fire_at IS NOT NULL)
-        - $1::interval,
     (SELECT min(next_attempt_at) FROM runs WHERE state = 'pending'),
     (SELECT min(lease_until) FROM runs WHERE state = 'sending'),
     (SELECT min(lease_until) FROM runs WHERE state = 'planned')
-);
+) AS wake_at, clock_timestamp() AS now;
+
+-- name: database_clock
+-- The database's instant, to measure this process's clock against it.
+SELECT clock_timestamp();
 
 -- name: expire_lapsed_schedules
 -- Tasks whose last fire has passed, out of the hot indexes: those disabled meanwhile (expired unfired), and
--- those whose every fire was planned ahead.
+-- those whose every fire was planned. Bounded: each run of the sweep takes at most 1,000 of each.
 UPDATE schedules SET state = 'expired', next_fire_at = NULL
 WHERE id IN (
-    (SELECT id FROM schedules WHERE state = 'active' AND NOT enabled AND final_fire_at <= $1 LIMIT 1000)
+    (SELECT id FROM schedules WHERE state = 'active' AND NOT enabled AND final_fire_at <= clock_timestamp() LIMIT 1000)
     UNION
-    (SELECT id FROM schedules WHERE state = 'active' AND next_fire_at IS NULL AND final_fire_at <= $1 LIMIT 1000)
+    (SELECT id FROM schedules WHERE state = 'active' AND next_fire_at IS NULL AND final_fire_at <= clock_timestamp() LIMIT 1000)
 );
 
 -- name: count_due_backlog
--- /metrics: work due now and not done (fires to plan, retries due, expired leases); each count rides its
--- partial index.
+-- /metrics: work due now and not done (fires to plan, retries due, expired leases). Each count rides its
+-- partial index and stops at $2 rows, so a scrape costs the same during a million-row backlog as when idle
+-- (the gauge then reads $2: "at least this many").
 SELECT
-    (SELECT count(*) FROM schedules
-     WHERE enabled AND state = 'active' AND next_fire_at IS NOT NULL AND next_fire_at <= $1) AS fires,
-    (SELECT count(*) FROM runs WHERE state = 'pending' AND next_attempt_at <= $1) AS retries,
-    (SELECT count(*) FROM runs WHERE state = 'sending' AND lease_until < $1)
-        + (SELECT count(*) FROM runs WHERE state = 'planned' AND lease_until < $1) AS expired_leases;
+    (SELECT count(*) FROM (SELECT 1 FROM schedules
+     WHERE enabled AND state = 'active' AND next_fire_at IS NOT NULL AND next_fire_at <= clock_timestamp()
+     LIMIT $1) AS due) AS fires,
+    (SELECT count(*) FROM (SELECT 1 FROM runs
+     WHERE state = 'pending' AND next_attempt_at <= clock_timestamp() LIMIT $1) AS due) AS retries,
+    (SELECT count(*) FROM (SELECT 1 FROM runs
+     WHERE state IN ('sending', 'planned') AND lease_until < clock_timestamp() LIMIT $1) AS due) AS expired_leases;
+
+-- name: push_secrets_sample
+-- Start-up: a few stored push secrets, to check that PUSH_CREDENTIALS_KEY decrypts them before serving.
+SELECT app_key, push_secret_encrypted FROM apps WHERE push_secret_encrypted IS NOT NULL LIMIT 20;

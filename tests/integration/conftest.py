@@ -167,7 +167,7 @@ class Service:
 
     @property
     def store(self) -> Any:
-        return self.app[keys.STORE]
+        return self.app[keys.SCHEDULES]
 
     async def new_app(self, *, time_zone: str = "UTC", max_schedules: int = 1000) -> Api:
         created = await admin.register_app(self.store, "test", time_zone, max_schedules)

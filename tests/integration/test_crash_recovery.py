@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from service import admin
-from service.store import database
+from service.store.stores import Stores
 from tests.integration.test_cli_and_serve import cli_env, free_port
 from tests.bulk import bulk_schedules
 from tests.integration.conftest import fetch, next_whole_second
@@ -51,11 +51,11 @@ async def spawn(
 
 
 async def burst_app(database_url: str) -> str:
-    store = await database.Store.connect(database_url, max_size=1)
+    stores = await Stores.open(database_url, api_pool_size=1)
     try:
-        app = await admin.register_app(store, "burst", "UTC", 10_000)
+        app = await admin.register_app(stores.schedules, "burst", "UTC", 10_000)
     finally:
-        await store.close()
+        await stores.close()
     return app.app.app_key
 
 
@@ -106,6 +106,11 @@ async def test_sigterm_mid_burst_exits_cleanly_and_hands_back_sends(database_url
         assert stalling.arrived == 20  # the waiting 30 were never sent
     finally:
         await stalling.stop()
-    states = await fetch(database_url, "SELECT state, count(*) AS n FROM runs GROUP BY state ORDER BY state")
-    # Interrupted and never-started sends alike were handed back for immediate pickup, none left leased.
-    assert [(row["state"], row["n"]) for row in states] == [("pending", 50)]
+    states = await fetch(
+        database_url,
+        "SELECT state, count(*) AS n, bool_and(coalesce(next_attempt_at, lease_until) <= clock_timestamp()) AS at_once "
+        "FROM runs GROUP BY state ORDER BY state",
+    )
+    # Interrupted sends were handed back as pending; the 30 never leased (no send slot was free for them, so no
+    # lease was taken) were handed back planned; both for any replica to take at once, none left leased.
+    assert [(row["state"], row["n"], row["at_once"]) for row in states] == [("pending", 20, True), ("planned", 30, True)]

@@ -18,6 +18,7 @@ from service.app import engine_config, make_backend
 from service.domain import credentials
 from service.engine import dispatcher
 from service.store import database
+from service.store.stores import Stores
 from tests.integration.conftest import (
     UTC,
     Api,
@@ -197,13 +198,13 @@ async def test_engines_deliver_each_task_once(
     settings = engine_settings(
         database_url, tmp_path, standin.url, engine_planners=planners, engine_batch_size=batch_size
     )
-    store = await database.Store.connect(database_url, max_size=30)
+    stores = await Stores.open(database_url, api_pool_size=2, engine_pool_size=30)
     try:
-        app = await admin.register_app(store, "burst", "UTC", 10_000)
+        app = await admin.register_app(stores.schedules, "burst", "UTC", 10_000)
         due = next_whole_second(due_in)
         await bulk_schedules(database_url, app.app.app_key, due, count)
         engines = [
-            dispatcher.Engine(store, make_backend(settings), engine_config(settings)) for _ in range(engine_count)
+            dispatcher.Engine(stores.runs, make_backend(settings), engine_config(settings)) for _ in range(engine_count)
         ]
         for engine in engines:
             await engine.start()
@@ -214,7 +215,7 @@ async def test_engines_deliver_each_task_once(
             for engine in engines:
                 await engine.stop()
     finally:
-        await store.close()
+        await stores.close()
     assert len(standin.deliveries) == count
     assert len({delivery.cid for delivery in delivered}) == count
     states = await fetch(database_url, "SELECT state, count(*) AS n, count(DISTINCT msg_id) AS ids FROM runs GROUP BY state")
@@ -247,11 +248,11 @@ async def test_push_credentials_reach_the_backend(database_url: str, tmp_path: p
 
 async def test_downtime_late_within_grace_is_sent_older_is_missed(database_url: str, tmp_path: pathlib.Path, standin: StandIn, aiohttp_server: Any, session: aiohttp.ClientSession) -> None:
     """Tasks that fell due while no engine ran: one 1 min late (sent), one 10 min late (missed, not sent)."""
-    store = await database.Store.connect(database_url, max_size=1)
+    stores = await Stores.open(database_url, api_pool_size=1)
     try:
-        app = await admin.register_app(store, "downtime")
+        app = await admin.register_app(stores.schedules, "downtime")
     finally:
-        await store.close()
+        await stores.close()
     now = dt.datetime.now(UTC).replace(microsecond=0)
     await bulk_schedules(database_url, app.app.app_key, now - dt.timedelta(minutes=1), 1)
     await bulk_schedules(database_url, app.app.app_key, now - dt.timedelta(minutes=10), 1)

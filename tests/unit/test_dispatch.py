@@ -18,32 +18,51 @@ def single(time: str, zone_type: int = 1) -> dict:
     return {"single": {"time": time, "zone_type": zone_type}}
 
 
-def test_single_due_fire_is_sent_and_nothing_follows() -> None:
-    plan = dispatch.plan_due(single("2026-06-01 12:00:00"), UTC, timing.REAL_UTC_OFFSETS_MINUTES, NOW, NOW, GRACE)
-    assert [fire.due_at for fire in plan.send] == [NOW]
-    assert plan.missed == () and plan.next_fire_at is None
+def sent(plan: dispatch.DuePlan) -> list[dispatch.types.Fire]:
+    """The fires the plan would send: every fire not superseded (the grace is the database's rule)."""
+    return [fire for fire in plan.fires if fire not in plan.superseded]
 
 
-def test_fire_later_than_grace_is_missed_not_sent() -> None:
-    due = NOW - dt.timedelta(minutes=5, seconds=1)
-    plan = dispatch.plan_due(single("2026-06-01 11:54:59"), UTC, (), due, NOW, GRACE)
-    assert plan.send == () and [fire.due_at for fire in plan.missed] == [due]
+def test_single_due_fire_is_planned_and_nothing_follows() -> None:
+    plan = dispatch.plan_due(single("2026-06-01 12:00:00"), UTC, timing.REAL_UTC_OFFSETS_MINUTES, NOW, NOW)
+    assert [fire.due_at for fire in sent(plan)] == [NOW]
+    assert plan.superseded == frozenset() and plan.next_fire_at is None and plan.stopped_reason is None
 
 
-def test_fire_exactly_at_grace_is_still_sent() -> None:
-    due = NOW - GRACE
-    plan = dispatch.plan_due(single("2026-06-01 11:55:00"), UTC, (), due, NOW, GRACE)
-    assert [fire.due_at for fire in plan.send] == [due]
+def test_a_late_single_fire_is_still_planned_for_the_database_to_judge() -> None:
+    # However late, the one fire is not superseded: whether it is too late is fire_is_too_late (sql/0005).
+    due = NOW - dt.timedelta(hours=5)
+    plan = dispatch.plan_due(single("2026-06-01 07:00:00"), UTC, (), due, NOW)
+    assert [fire.due_at for fire in sent(plan)] == [due]
 
 
 def test_zone_type_2_plans_the_due_waves_and_points_at_the_next() -> None:
-    # 12:00 wall time: the +14:00 wave fell due at 22:00 the day before; at NOW (12:00 UTC) every wave from
-    # +14:00 to +00:00 is due. Planning from the +01:00 wave on: only +01:00 (11:00) and +00:00 (12:00).
+    # 12:00 wall time: at NOW (12:00 UTC) every wave from +14:00 to +00:00 is due. Planning from the +01:00
+    # wave on: +01:00 (11:00) and +00:00 (12:00), each the latest of its own wave, so neither is superseded.
     offsets = (840, 60, 0, -60)
-    plan = dispatch.plan_due(single("2026-06-01 12:00:00", 2), UTC, offsets, NOW - dt.timedelta(hours=1), NOW, GRACE)
-    assert [fire.utc_offset_minutes for fire in plan.missed] == [60]  # an hour late: beyond the grace period
-    assert [fire.utc_offset_minutes for fire in plan.send] == [0]
+    plan = dispatch.plan_due(single("2026-06-01 12:00:00", 2), UTC, offsets, NOW - dt.timedelta(hours=1), NOW)
+    assert [fire.utc_offset_minutes for fire in sent(plan)] == [60, 0]
     assert plan.next_fire_at == NOW + dt.timedelta(hours=1)
+
+
+def test_plans_are_chunked_and_carry_on_from_the_first_fire_left_out() -> None:
+    offsets = (60, 45, 30, 15, 0)
+    start = NOW - dt.timedelta(hours=1)
+    plan = dispatch.plan_due(single("2026-06-01 12:00:00", 2), UTC, offsets, start, NOW, max_fires=2)
+    assert [fire.utc_offset_minutes for fire in plan.fires] == [60, 45]
+    assert plan.next_fire_at == NOW - dt.timedelta(minutes=30)
+
+
+def test_a_trigger_that_cannot_be_planned_stops_with_its_reason() -> None:
+    plan = dispatch.DuePlan.stopped("cannot be planned: ZoneInfoNotFoundError")
+    assert plan.fires == () and plan.next_fire_at is None and plan.stopped_reason.startswith("cannot")
+
+
+def test_text_from_outside_becomes_storable() -> None:
+    assert dispatch.storable_text("id\x00-\ud800") == "id\\u0000-\\ud800"
+    assert dispatch.storable_text("x" * 2000) == "x" * 1000
+    outcome = dispatch.classify_response(200, {"msg_id": "a\x00b"}, None, NOW)
+    assert outcome.kind == "sent" and "\x00" not in outcome.msg_id
 
 
 def test_planning_ahead_sends_every_fire_up_to_the_horizon_and_points_past_it() -> None:
@@ -51,10 +70,10 @@ def test_planning_ahead_sends_every_fire_up_to_the_horizon_and_points_past_it() 
     offsets = (60, 45, 30, 15, 0)
     until = NOW + dt.timedelta(minutes=30)
     start = NOW - dt.timedelta(hours=1)
-    plan = dispatch.plan_due(single("2026-06-01 13:00:00", 2), UTC, offsets, start, NOW, GRACE, until=until)
-    assert plan.missed == ()
-    assert [fire.utc_offset_minutes for fire in plan.send] == [60, 45, 30]
-    assert [fire.due_at for fire in plan.send] == [NOW, NOW + dt.timedelta(minutes=15), until]
+    plan = dispatch.plan_due(single("2026-06-01 13:00:00", 2), UTC, offsets, start, NOW, until=until)
+    assert plan.superseded == frozenset()
+    assert [fire.utc_offset_minutes for fire in sent(plan)] == [60, 45, 30]
+    assert [fire.due_at for fire in sent(plan)] == [NOW, NOW + dt.timedelta(minutes=15), until]
     assert plan.next_fire_at == NOW + dt.timedelta(minutes=45)
 
 

@@ -104,34 +104,35 @@ class TestFires:
 
 
 class TestNoBacklogAfterDowntime:
-    def test_only_the_latest_occurrence_within_grace_is_sent(self) -> None:
+    def test_only_the_latest_past_occurrence_is_kept(self) -> None:
         daily = {"periodical": trigger(start="2026-06-01 00:00:00", end="2026-06-30 00:00:00")}
         now = dt.datetime(2026, 6, 4, 9, 2, tzinfo=UTC)  # three days down; today's 09:00 is 2 minutes late
-        plan = dispatch.plan_due(daily, UTC, (), dt.datetime(2026, 6, 1, 9, 0, tzinfo=UTC), now, GRACE)
-        assert [fire.due_at.day for fire in plan.send] == [4]
-        assert [fire.due_at.day for fire in plan.missed] == [1, 2, 3]
+        plan = dispatch.plan_due(daily, UTC, (), dt.datetime(2026, 6, 1, 9, 0, tzinfo=UTC), now)
+        assert [fire.due_at.day for fire in plan.fires if fire not in plan.superseded] == [4]
+        assert sorted(fire.due_at.day for fire in plan.superseded) == [1, 2, 3]
         assert plan.next_fire_at == dt.datetime(2026, 6, 5, 9, 0, tzinfo=UTC)
 
     def test_planning_ahead_sends_the_future_occurrences_and_keeps_the_rule_for_past_ones(self) -> None:
         daily = {"periodical": trigger(start="2026-06-01 00:00:00", end="2026-06-30 00:00:00")}
         now = dt.datetime(2026, 6, 4, 9, 2, tzinfo=UTC)
         until = dt.datetime(2026, 6, 5, 9, 0, tzinfo=UTC)  # a horizon that reaches tomorrow's occurrence
-        plan = dispatch.plan_due(daily, UTC, (), dt.datetime(2026, 6, 1, 9, 0, tzinfo=UTC), now, GRACE, until=until)
-        assert [fire.due_at.day for fire in plan.send] == [4, 5]
-        assert [fire.due_at.day for fire in plan.missed] == [1, 2, 3]
+        plan = dispatch.plan_due(daily, UTC, (), dt.datetime(2026, 6, 1, 9, 0, tzinfo=UTC), now, until=until)
+        assert [fire.due_at.day for fire in plan.fires if fire not in plan.superseded] == [4, 5]
+        assert sorted(fire.due_at.day for fire in plan.superseded) == [1, 2, 3]
         assert plan.next_fire_at == dt.datetime(2026, 6, 6, 9, 0, tzinfo=UTC)
 
-    def test_all_missed_when_the_latest_is_beyond_grace(self) -> None:
+    def test_the_latest_is_left_to_the_grace_rule_however_late(self) -> None:
+        # Six hours late: the database's fire_is_too_late records it missed (tests/integration/test_rules.py).
         daily = {"periodical": trigger(start="2026-06-01 00:00:00", end="2026-06-30 00:00:00")}
         now = dt.datetime(2026, 6, 4, 15, 0, tzinfo=UTC)
-        plan = dispatch.plan_due(daily, UTC, (), dt.datetime(2026, 6, 1, 9, 0, tzinfo=UTC), now, GRACE)
-        assert plan.send == () and len(plan.missed) == 4
+        plan = dispatch.plan_due(daily, UTC, (), dt.datetime(2026, 6, 1, 9, 0, tzinfo=UTC), now)
+        assert len(plan.fires) == 4 and len(plan.superseded) == 3
 
     def test_last_occurrence_ends_the_plan(self) -> None:
         daily = {"periodical": trigger(start="2026-06-01 00:00:00", end="2026-06-02 12:00:00")}
         now = dt.datetime(2026, 6, 2, 9, 0, tzinfo=UTC)
-        plan = dispatch.plan_due(daily, UTC, (), now, now, GRACE)
-        assert [fire.due_at for fire in plan.send] == [now] and plan.next_fire_at is None
+        plan = dispatch.plan_due(daily, UTC, (), now, now)
+        assert [fire.due_at for fire in plan.fires] == [now] and plan.next_fire_at is None
 
 
 def parse_trigger(**fields: Any) -> models.Trigger:

@@ -1,0 +1,212 @@
+"""The plan loop: turns due fires into runs, exactly once, and holds them for the fire loop.
+
+Each plan transaction locks a batch of due tasks with SKIP LOCKED (any number of replicas share the work),
+inserts one run per fire through the one rule of sql/0005 and advances the tasks. What it commits is handed
+on at once: its runs to the planned-ahead heap, its missed runs to the log. It plans no more than the heap has
+room for, so planning never outruns what the engine can hold, and while a backlog lasts it runs
+`planners` transactions at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from service import metrics
+from service.domain import dispatch, errors, timing, types
+from service.engine.ahead import PlannedAhead
+from service.engine.clock import Clock
+from service.engine.ports import RunQueue
+from service.engine.sender import log_settled
+from service.engine.waker import Waker, wait_any
+
+log = logging.getLogger(__name__)
+
+
+class Planner:
+    def __init__(
+        self,
+        queue: RunQueue,
+        ahead: PlannedAhead,
+        waker: Waker,
+        clock: Clock,
+        *,
+        wave_offsets: tuple[int, ...],
+        grace: dt.timedelta,
+        plan_ahead: dt.timedelta,
+        reservation: dt.timedelta,
+        batch_size: int,
+        planners: int,
+        sweep_interval: dt.timedelta,
+    ) -> None:
+        self._queue = queue
+        self._ahead = ahead
+        self._waker = waker
+        self._clock = clock
+        self._wave_offsets = wave_offsets
+        self._grace = grace
+        self._plan_ahead = plan_ahead
+        self._reservation = reservation
+        self._batch_size = batch_size
+        self._planners = planners
+        self._sweep_interval = sweep_interval.total_seconds()
+        self._last_sweep = float("-inf")
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        more = False
+        while not stopping.is_set():
+            room = self._ahead.room
+            if room == 0:  # the heap is full: wait until the fire loop makes room
+                self._waker.wake.clear()
+                await self._waker.sleep_until(None, stopping)
+                continue
+            # A backlog (the last round planned a full batch) is worked by several transactions at once: SKIP
+            # LOCKED keeps their batches apart, and the database plans one while this process sends another.
+            ticks = self._planners if more else 1
+            limit = max(1, min(self._batch_size, room // ticks))
+            outcomes = await asyncio.gather(*(self._tick(limit) for _ in range(ticks)), return_exceptions=True)
+            failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+            for failure in failures:
+                if isinstance(failure, errors.ServiceError):
+                    log.warning("planning failed, retrying in 1 s: %s", failure.message)
+                elif isinstance(failure, Exception):
+                    log.error("planning failed unexpectedly, retrying in 1 s", exc_info=failure)
+                else:
+                    raise failure
+            if failures:
+                more = False
+                await wait_any(stopping, timeout=1.0)
+                continue
+            more = any(outcomes)
+            await self._sweep()
+            if not more:
+                await self._sleep_until_due(stopping)
+
+    async def _tick(self, limit: int) -> bool:
+        """One round of planning, a batch of each kind; True when more may be due. Each step's runs are handed
+        on as soon as it commits, so a later step's failure strands nothing."""
+        single = await self._timed(
+            self._queue.plan_single_fires(self._plan_ahead, limit, self._grace, self._reservation)
+        )
+        self._hand_on(single)
+        if single.tasks >= limit:  # a full batch of single fires: the loop comes straight back for the rest
+            return True
+        other = await self._timed(
+            self._queue.plan_due(self._plan_ahead, limit, self._grace, self._reservation, self._plan)
+        )
+        self._hand_on(other)
+        return other.tasks >= limit
+
+    async def _timed(self, call: Awaitable[types.Planned]) -> types.Planned:
+        """Run a plan statement, and learn the database's clock from its round trip."""
+        sent = time.time()
+        planned = await call
+        if planned.now is not None:
+            self._clock.observe(sent, planned.now, time.time())
+        return planned
+
+    def _hand_on(self, planned: types.Planned) -> None:
+        self._ahead.hold(planned.runs)
+        log_settled(planned.missed)
+
+    def _plan(self, schedule: types.DueSchedule, now: dt.datetime, until: dt.datetime) -> dispatch.DuePlan:
+        try:
+            return dispatch.plan_due(
+                schedule.trigger,
+                timing.load_zone(schedule.time_zone),
+                self._wave_offsets,
+                schedule.next_fire_at,
+                now,
+                until=until,
+            )
+        except Exception as exc:
+            # One task whose trigger cannot be planned (a zone removed from tzdata, say) must not block every
+            # other: it leaves the valid set now, with the reason kept on it and logged.
+            reason = f"cannot be planned: {exc!r}"[:1000]
+            log.error(
+                "schedule %s %s; it is stopped", schedule.schedule_id, reason,
+                extra={"event": "schedule_stopped", "schedule_id": str(schedule.schedule_id), "error": reason},
+            )
+            metrics.record_run("missed", None)
+            return dispatch.DuePlan.stopped(reason)
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._last_sweep >= self._sweep_interval:
+            self._last_sweep = loop.time()
+            await self._queue.expire_lapsed()
+
+    async def _sleep_until_due(self, stopping: asyncio.Event) -> None:
+        # Clear first and accept any notification while we ask: a change landing in between still wakes us.
+        self._waker.wake.clear()
+        try:
+            wake_at, _ = await self._queue.next_plan_wake(self._plan_ahead)
+        except errors.ServiceError:
+            wake_at = None
+        await self._waker.sleep_until(wake_at, stopping)
+
+
+class Claimer:
+    """Claims due retries and takes over runs whose holder's lease or reservation ran out, no more than there
+    are free send slots; settles on the way the runs past their chance (missed, failed)."""
+
+    def __init__(
+        self,
+        queue: RunQueue,
+        sender_reserve: Callable[[int, asyncio.Event], Awaitable[int]],
+        sender_unreserve: Callable[[int], None],
+        send: Callable[[types.RunToSend], None],
+        waker: Waker,
+        clock: Clock,
+        *,
+        batch_size: int,
+        lease: dt.timedelta,
+        grace: dt.timedelta,
+        max_attempts: int,
+        max_idle_seconds: float,
+    ) -> None:
+        self._queue = queue
+        self._reserve = sender_reserve
+        self._unreserve = sender_unreserve
+        self._send = send
+        self._clock = clock
+        self._batch_size = batch_size
+        self._lease = lease
+        self._grace = grace
+        self._max_attempts = max_attempts
+        self._max_idle = max_idle_seconds
+        self.wake = asyncio.Event()  # a result was recorded as pending: a retry may now be the earliest work
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            slots = await self._reserve(self._batch_size, stopping)
+            if not slots:
+                continue
+            try:
+                runs, settled = await self._queue.claim_due(slots, self._lease, self._grace, self._max_attempts)
+            except errors.ServiceError as exc:
+                self._unreserve(slots)
+                log.warning("claiming due runs failed, retrying in 1 s: %s", exc.message)
+                await wait_any(stopping, timeout=1.0)
+                continue
+            except BaseException:
+                self._unreserve(slots)
+                raise
+            self._unreserve(slots - len(runs))
+            for run in runs:
+                self._send(run)
+            log_settled(settled)
+            if len(runs) + len(settled) < slots:
+                await self._sleep_until_due(stopping)
+
+    async def _sleep_until_due(self, stopping: asyncio.Event) -> None:
+        self.wake.clear()
+        try:
+            wake_at, _ = await self._queue.next_claim_wake()
+        except errors.ServiceError:
+            wake_at = None
+        timeout = self._max_idle if wake_at is None else min(self._max_idle, max(0.0, self._clock.seconds_until(wake_at)))
+        await wait_any(self.wake, stopping, timeout=timeout)

@@ -1,0 +1,89 @@
+"""The recorder: writes send outcomes back to their runs in batches, and never drops a batch it took.
+
+A batch that cannot be written stays in memory and is tried again with backoff, whatever the failure. Should
+one result itself be unwritable (a bug: every text from outside is made storable before it gets here), the
+batch is written one result at a time so the rest lands, and that one is left to its lease: it runs out, and
+the run is resent with the same idempotency key, within MAX_ATTEMPTS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from service.domain import errors, types
+from service.engine.ports import RunQueue
+from service.engine.waker import wait_any
+
+log = logging.getLogger(__name__)
+
+RETRY_FIRST_SECONDS = 0.1
+RETRY_MAX_SECONDS = 2.0
+
+
+class Recorder:
+    def __init__(self, queue: RunQueue, on_recorded: Callable[[list[types.RunResult]], None]) -> None:
+        self._queue = queue
+        self._on_recorded = on_recorded
+        self._results: list[types.RunResult] = []
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def add(self, result: types.RunResult) -> None:
+        self._results.append(result)
+        self._ready.set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Write results as they come, until the engine stops (stop() then flushes what is left)."""
+        while not stopping.is_set():
+            await wait_any(self._ready, stopping)
+            self._ready.clear()
+            await self.flush(stopping=stopping)
+
+    async def flush(self, *, stopping: asyncio.Event | None = None, deadline: float | None = None) -> bool:
+        """Write every result held; True once none is left. Retries until done, the engine stops (the
+        final flush in stop() takes over) or `deadline` (loop time) passes."""
+        loop = asyncio.get_running_loop()
+        pause = RETRY_FIRST_SECONDS
+        while self._results:
+            batch, self._results = self._results, []
+            try:
+                await self._write(batch, deadline)
+            except asyncio.CancelledError:
+                self._results = batch + self._results
+                raise
+            except Exception as exc:
+                # Kept, in order, ahead of what arrived meanwhile.
+                self._results = batch + self._results
+                reason = exc.message if isinstance(exc, errors.ServiceError) else repr(exc)
+                log.warning("recording %d results failed, retrying: %s", len(batch), reason)
+                if (stopping is not None and stopping.is_set()) or (deadline is not None and loop.time() >= deadline):
+                    return False
+                with contextlib.suppress(asyncio.TimeoutError):
+                    if stopping is not None:
+                        await asyncio.wait_for(stopping.wait(), timeout=pause)
+                    else:
+                        await asyncio.sleep(pause)
+                pause = min(pause * 2, RETRY_MAX_SECONDS)
+                continue
+            pause = RETRY_FIRST_SECONDS
+            self._on_recorded(batch)
+        return True
+
+    async def _write(self, batch: list[types.RunResult], deadline: float | None) -> None:
+        timeout = None if deadline is None else max(0.05, deadline - asyncio.get_running_loop().time())
+        try:
+            await asyncio.wait_for(self._queue.record_results(batch), timeout)
+        except (errors.ServiceError, asyncio.TimeoutError):
+            raise  # the database is away: the whole batch waits for it
+        except Exception:
+            if len(batch) == 1:
+                log.exception("result of run %s cannot be recorded; its lease will run out and it is resent",
+                              batch[0].run_id)
+                return
+            for result in batch:  # find the one that cannot be written; the others land
+                await self._write([result], deadline)

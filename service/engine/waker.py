@@ -1,0 +1,99 @@
+"""The waker: when the engine's loops look at the database again.
+
+A LISTEN connection hears every create or update that makes a fire earlier than the planner's wake-up. It is
+checked with a heartbeat query, so a half-open socket (a database that vanished without closing it) is found
+within a heartbeat and the connection is made again; changes missed meanwhile are caught by waking at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+
+from service.engine.clock import Clock
+from service.engine.ports import RunQueue
+
+log = logging.getLogger(__name__)
+
+
+class Waker:
+    def __init__(
+        self, queue: RunQueue, clock: Clock, *, plan_ahead: dt.timedelta, max_idle_seconds: float,
+        heartbeat_seconds: float = 5.0, connect_timeout: float = 5.0,
+    ) -> None:
+        self._queue = queue
+        self._clock = clock
+        self._plan_ahead = plan_ahead.total_seconds()
+        self._max_idle = max_idle_seconds
+        self._heartbeat = heartbeat_seconds
+        self._connect_timeout = connect_timeout
+        self.wake = asyncio.Event()
+        self.listening = False
+        self._wake_at: float | None = None  # database epoch seconds the planner sleeps until; None: awake
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    def notified(self, payload: str) -> None:
+        """A task now fires at `payload` (epoch seconds): wake the planner if that is before its wake-up."""
+        try:
+            fires_at = float(payload)
+        except ValueError:
+            fires_at = 0.0
+        if self._wake_at is None or fires_at - self._plan_ahead < self._wake_at:
+            self.wake.set()
+
+    async def sleep_until(self, wake_at: dt.datetime | None, stopping: asyncio.Event) -> None:
+        """Sleep until `wake_at` (the database's clock), a notification or the safety net, whichever first.
+
+        The caller clears `wake` before asking the database when to wake, so a change landing in between
+        still wakes it."""
+        ceiling = self._max_idle if self.listening else min(0.5, self._max_idle)
+        timeout = ceiling if wake_at is None else min(ceiling, max(0.0, self._clock.seconds_until(wake_at)))
+        self._wake_at = self._clock.now() + timeout
+        try:
+            await wait_any(self.wake, stopping, timeout=timeout)
+        finally:
+            self._wake_at = None
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Keep a LISTEN connection open, heartbeat it, and make it again whenever it fails."""
+        while not stopping.is_set():
+            connection = None
+            try:
+                connection = await self._queue.listen(self.notified, self._connect_timeout)
+                self.listening = True
+                self.wake.set()  # changes may have been missed while we were not listening
+                while not stopping.is_set():
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stopping.wait(), timeout=self._heartbeat)
+                    if stopping.is_set():
+                        break
+                    sent = time.time()
+                    now = await connection.heartbeat(self._heartbeat)
+                    self._clock.observe(sent, now, time.time())
+            except Exception as exc:  # any failure: the connection is gone, make a new one
+                if not stopping.is_set():
+                    log.warning("engine LISTEN connection failed, reconnecting: %r", exc)
+            finally:
+                self.listening = False
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await connection.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=1.0)
+
+
+async def wait_any(*events: asyncio.Event, timeout: float | None = None) -> None:
+    """Return when any of `events` is set, or after `timeout` seconds."""
+    if any(event.is_set() for event in events):
+        return
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

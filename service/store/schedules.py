@@ -1,0 +1,254 @@
+"""ScheduleStore: apps and schedules, for the API and the CLI. Rows become domain objects here."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import Callable
+
+import asyncpg
+
+from service.domain import errors, types
+from service.store.database import Pool, translated
+from service.store.queries import SQL
+
+
+def _app(row: asyncpg.Record) -> types.App:
+    return types.App(
+        app_key=types.AppKey(row["app_key"]),
+        name=row["name"],
+        time_zone=row["time_zone"],
+        max_schedules=row["max_schedules"],
+        created_at=row["created_at"],
+    )
+
+
+def _schedule(row: asyncpg.Record) -> types.Schedule:
+    return types.Schedule(
+        schedule_id=types.ScheduleId(row["id"]),
+        app_key=types.AppKey(row["app_key"]),
+        name=row["name"],
+        enabled=row["enabled"],
+        trigger=row["trigger"],
+        push=row["push"],
+        created_at=row["created_at"],
+        final_fire_at=row["final_fire_at"],
+    )
+
+
+async def _notify_next_fire(connection: asyncpg.Connection, next_fire_at: dt.datetime) -> None:
+    """Tell every engine (on commit) that a task now fires at `next_fire_at` (epoch seconds)."""
+    await connection.execute(SQL["notify_schedule_change"], str(next_fire_at.timestamp()))
+
+
+class ScheduleStore:
+    """Every read and write of apps and schedules, each short and in its own transaction where it writes."""
+
+    def __init__(self, pool: Pool, *, wake_horizon: dt.timedelta | None = None) -> None:
+        self._pool = pool
+        # None: every change notifies the engines (see _wakes_engines).
+        self._wake_horizon = wake_horizon
+
+    # -- apps -------------------------------------------------------------------------------------------
+
+    @translated
+    async def create_app(
+        self,
+        app_key: str,
+        name: str,
+        secret_sha256: bytes,
+        time_zone: str,
+        max_schedules: int,
+        push_key: str | None = None,
+        push_secret_encrypted: bytes | None = None,
+    ) -> types.App:
+        async with self._pool.acquire() as connection:
+            row = await connection.fetchrow(
+                SQL["insert_app"], app_key, name, secret_sha256, time_zone, max_schedules, push_key,
+                push_secret_encrypted,
+            )
+        return _app(row)
+
+    @translated
+    async def list_apps(self) -> list[types.App]:
+        async with self._pool.acquire() as connection:
+            return [_app(row) for row in await connection.fetch(SQL["list_apps"])]
+
+    @translated
+    async def count_apps(self) -> int:
+        async with self._pool.acquire() as connection:
+            count: int = await connection.fetchval(SQL["count_apps"])
+        return count
+
+    @translated
+    async def get_app_with_secret_digest(self, app_key: str) -> tuple[types.App, bytes] | None:
+        async with self._pool.acquire() as connection:
+            row = await connection.fetchrow(SQL["get_app"], app_key)
+        return None if row is None else (_app(row), bytes(row["secret_sha256"]))
+
+    @translated
+    async def push_secrets_sample(self) -> list[tuple[str, bytes]]:
+        """A few apps' encrypted push secrets, for the start-up check of PUSH_CREDENTIALS_KEY."""
+        async with self._pool.acquire() as connection:
+            rows = await connection.fetch(SQL["push_secrets_sample"])
+        return [(row["app_key"], bytes(row["push_secret_encrypted"])) for row in rows]
+
+    # -- schedules --------------------------------------------------------------------------------------
+
+    @translated
+    async def create_schedule(
+        self, app_key: str, values: types.ScheduleValues, cid: str | None, now: dt.datetime
+    ) -> tuple[types.ScheduleId, str]:
+        """Insert a task unless the app reached its cap; a cid already used returns the first task instead.
+
+        One round trip: the SQL function create_schedule (sql/0005) locks the app, checks cid and cap, inserts
+        and notifies, in one implicit transaction."""
+        plan = values.plan
+        assert plan is not None
+        async with self._pool.acquire() as connection:
+            row = await connection.fetchrow(
+                SQL["create_schedule"],
+                uuid.uuid4(),
+                app_key,
+                values.name,
+                values.enabled,
+                values.trigger,
+                values.push,
+                cid,
+                plan.next_fire_at,
+                plan.final_fire_at,
+                now,
+                [fire.due_at for fire in plan.skipped],
+                [fire.utc_offset_minutes for fire in plan.skipped],
+                self._wakes_engines(plan.next_fire_at, now),
+                values.kind,
+                values.zone_type,
+            )
+        if row["outcome"] == "full":
+            raise errors.InvalidParameter(
+                f"schedule: the app already has {row['valid']} valid tasks, its cap is {row['cap']}"
+            )
+        if row["outcome"] == "no_app":
+            raise errors.AuthenticationFailed()
+        return types.ScheduleId(row["id"]), row["name"]
+
+    def _wakes_engines(self, next_fire_at: dt.datetime, now: dt.datetime) -> bool:
+        """Whether a change that makes a task fire at `next_fire_at` must NOTIFY the engines.
+
+        Every engine looks at the database again at least every `wake_horizon` (its longest sleep, plus how
+        far ahead it plans), so a later fire is found without a notification. NOTIFY is not free: on commit
+        it takes a database-wide lock that serializes every notifying transaction."""
+        return self._wake_horizon is None or next_fire_at <= now + self._wake_horizon
+
+    @translated
+    async def list_schedules(
+        self, app_key: str, now: dt.datetime, limit: int, offset: int
+    ) -> tuple[int, list[types.Schedule]]:
+        """One page of the app's valid tasks and their total, read in one snapshot."""
+        async with self._pool.acquire() as connection, connection.transaction(
+            isolation="repeatable_read", readonly=True
+        ):
+            total = await connection.fetchval(SQL["count_valid_schedules"], app_key, now)
+            rows = await connection.fetch(SQL["list_valid_schedules"], app_key, now, limit, offset)
+        return total, [_schedule(row) for row in rows]
+
+    @translated
+    async def get_schedule(
+        self, app_key: str, schedule_id: types.ScheduleId, now: dt.datetime
+    ) -> types.Schedule | None:
+        async with self._pool.acquire() as connection:
+            row = await connection.fetchrow(SQL["get_valid_schedule"], schedule_id, app_key, now)
+        return None if row is None else _schedule(row)
+
+    @translated
+    async def update_schedule(
+        self,
+        app_key: str,
+        schedule_id: types.ScheduleId,
+        now: dt.datetime,
+        apply: Callable[[types.Schedule], types.ScheduleValues],
+        in_flight_wait: float = 0.0,
+    ) -> types.Schedule:
+        """Lock the task, let `apply` (the domain's rules, service.domain.schedules) compute its new values
+        from the current ones, and write them.
+
+        Unknown, other app's or deleted: ScheduleNotFound. No longer valid: InvalidParameter (the contract's
+        28100). Disabling cancels queued retries and returns only once no send of the task is in flight (up
+        to `in_flight_wait` seconds), so nothing fires after the call returned.
+        """
+        async with self._pool.acquire() as connection, connection.transaction():
+            row = await connection.fetchrow(SQL["lock_schedule"], schedule_id, app_key, now)
+            if row is None:
+                raise errors.ScheduleNotFound()
+            if not row["valid"]:
+                raise errors.InvalidParameter("schedule: has expired and can no longer be updated")
+            values = apply(_schedule(row))
+            plan = values.plan
+            # Fires planned ahead from the old values go; with the trigger unchanged, they are planned again
+            # (from the new push) from the earliest of them.
+            dropped = await connection.fetch(SQL["drop_planned_runs"], schedule_id)
+            next_fire_at = plan.next_fire_at if plan else min((row["due_at"] for row in dropped), default=None)
+            updated = await connection.fetchrow(
+                SQL["update_schedule"],
+                schedule_id,
+                values.name,
+                values.enabled,
+                values.trigger,
+                values.push,
+                next_fire_at,
+                plan.final_fire_at if plan else None,
+                values.kind,
+                values.zone_type,
+            )
+            if plan is not None and plan.skipped:
+                await connection.execute(
+                    SQL["insert_skipped_runs"],
+                    schedule_id,
+                    [fire.due_at for fire in plan.skipped],
+                    [fire.utc_offset_minutes for fire in plan.skipped],
+                )
+            if next_fire_at is not None and values.enabled and self._wakes_engines(next_fire_at, now):
+                await _notify_next_fire(connection, next_fire_at)
+            if not values.enabled:
+                await connection.execute(SQL["cancel_open_runs"], schedule_id, now)
+        if not values.enabled:
+            await self._wait_for_sends(schedule_id, in_flight_wait)
+        return _schedule(updated)
+
+    @translated
+    async def delete_schedule(
+        self, app_key: str, schedule_id: types.ScheduleId, now: dt.datetime, in_flight_wait: float = 0.0
+    ) -> bool:
+        """Soft-delete a valid task and cancel its queued retries; returns once no send of it is in flight
+        (up to `in_flight_wait` seconds), so nothing fires after the call returned. False: no such task."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            if await connection.fetchval(SQL["delete_schedule"], schedule_id, app_key, now) is None:
+                return False
+            await connection.execute(SQL["drop_planned_runs"], schedule_id)
+            await connection.execute(SQL["cancel_open_runs"], schedule_id, now)
+        await self._wait_for_sends(schedule_id, in_flight_wait)
+        return True
+
+    async def _wait_for_sends(self, schedule_id: types.ScheduleId, limit: float) -> None:
+        """Poll until no sender holds a run of this task; a crashed sender's lease bounds it, so does `limit`.
+
+        Each poll takes a connection only for its one query: a DELETE waiting on a stalled push API holds none
+        meanwhile, so a few of them cannot exhaust the pool."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        pause = 0.002
+        while loop.time() < deadline:
+            async with self._pool.acquire() as connection:
+                if await connection.fetchval(SQL["count_sends_in_flight"], schedule_id) == 0:
+                    return
+            await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+            pause = min(pause * 2, 0.05)
+
+    @translated
+    async def sent_msg_ids(self, app_key: str, schedule_id: types.ScheduleId) -> list[str] | None:
+        """msg_ids of every push the task sent, oldest first; None when the task is unknown or deleted."""
+        async with self._pool.acquire() as connection:
+            if await connection.fetchval(SQL["schedule_exists"], schedule_id, app_key) is None:
+                return None
+            return [row["msg_id"] for row in await connection.fetch(SQL["sent_msg_ids"], schedule_id)]
