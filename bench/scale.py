@@ -66,12 +66,14 @@ async def explain(dsn: str, app_key: str, schedule_id: Any) -> dict[str, Any]:
         "count_valid_schedules": (SQL["count_valid_schedules"], [app_key, now]),
         "list_valid_schedules": (SQL["list_valid_schedules"], [app_key, now, 50, 0]),
         "get_valid_schedule": (SQL["get_valid_schedule"], [schedule_id, app_key, now]),
-        "plan_due_single_fires (engine plan)": (
-            SQL["plan_due_single_fires"], [now, 500, now, now, dt.timedelta(seconds=5), dt.timedelta(minutes=5)]
+        # A PL/pgSQL function: EXPLAIN shows its time, not the plans of its statements.
+        "plan_single_fires (engine plan)": (
+            SQL["plan_single_fires"], [dt.timedelta(0), 500, dt.timedelta(minutes=5), dt.timedelta(seconds=5)]
         ),
-        "lock_due_schedules (engine plan, other triggers)": (SQL["lock_due_schedules"], [now, 500]),
-        "claim_retry_runs": (SQL["claim_retry_runs"], [now, 500, now]),
-        "next_wake": (SQL["next_wake"], [dt.timedelta(seconds=2)]),
+        "lock_due_schedules (engine plan, other triggers)": (SQL["lock_due_schedules"], [dt.timedelta(0), 500]),
+        "claim_due_runs (function)": (SQL["claim_due_runs"], [500, dt.timedelta(seconds=60), dt.timedelta(minutes=5), 8]),
+        "next_plan_wake": (SQL["next_plan_wake"], [dt.timedelta(seconds=2)]),
+        "next_claim_wake": (SQL["next_claim_wake"], []),
     }
     connection = await asyncpg.connect(dsn)
     out: dict[str, Any] = {}
@@ -81,7 +83,7 @@ async def explain(dsn: str, app_key: str, schedule_id: Any) -> dict[str, Any]:
             transaction = connection.transaction()
             await transaction.start()
             try:
-                if name.startswith(("plan_due", "lock_due")):  # as the engine runs them
+                if name.startswith("lock_due"):  # as the engine runs them
                     await connection.execute(SQL["prefer_ordered_index_scans"])
                 rows = await connection.fetch("EXPLAIN (ANALYZE, COSTS OFF) " + query, *args)
             finally:

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 # The process's stores; the handlers see only the one each needs (service.api.keys).
 STORES = web.AppKey("stores", Stores)
+ENGINE = web.AppKey("engine", dispatcher.Engine)
 
 
 async def open_database(settings: Settings) -> tuple[str, embedded.EmbeddedPostgres | None]:
@@ -180,6 +181,7 @@ def create_app(settings: Settings) -> web.Application:
             return
         engine = dispatcher.Engine(runs, make_backend(settings), engine_config(settings))
         await engine.start()
+        app[ENGINE] = engine
         app[keys.HEALTH_CHECKS].append(engine.problem)
         yield
         await engine.stop()

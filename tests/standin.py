@@ -15,6 +15,7 @@ import dataclasses
 import itertools
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -34,11 +35,12 @@ class Delivery:
 
 
 class StandIn:
-    def __init__(self, *, delay_seconds: float = 0.0) -> None:
+    def __init__(self, *, delay_seconds: float = 0.0, msg_id_for: Callable[[int], str] | None = None) -> None:
         self.deliveries: list[Delivery] = []
         self.attempts: collections.Counter[str] = collections.Counter()
         self.arrived = 0  # requests received, answered or not yet
         self.delay_seconds = delay_seconds
+        self.msg_id_for = msg_id_for or str  # the msg_id of the nth successful push
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._arrived = asyncio.Event()
@@ -78,7 +80,7 @@ class StandIn:
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
         if status == 200:
-            msg_id = str(next(self._ids))
+            msg_id = self.msg_id_for(next(self._ids))
             answer: dict[str, Any] = {"request_id": body.get("request_id", ""), "msg_id": msg_id}
         else:
             answer = {"error": {"code": 21000 + status, "message": f"stand-in answers {status}"}}

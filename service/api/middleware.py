@@ -22,6 +22,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY_BYTES = 64 * 1024
 # Any other method is counted as "other": a client must not be able to grow the metrics' label sets.
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+# Seconds a client should wait before retrying a 503 (the database away): long enough for a failover's first
+# steps, short enough that a blip costs a second.
+RETRY_AFTER_UNAVAILABLE = "1"
 # nginx's convention for "the client closed the connection before the answer".
 CLIENT_CLOSED = 499
 
@@ -85,6 +88,8 @@ def error_response(error: errors.ServiceError) -> web.Response:
     )
     if isinstance(error, errors.AuthenticationFailed):
         response.headers["WWW-Authenticate"] = 'Basic realm="schedules"'
+    if isinstance(error, errors.DatabaseUnavailable):
+        response.headers["Retry-After"] = RETRY_AFTER_UNAVAILABLE
     return response
 
 

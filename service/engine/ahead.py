@@ -115,6 +115,9 @@ class PlannedAhead:
             self.hold(batch)
             await wait_any(stopping, timeout=0.2)
             return
+        except Exception:
+            self.hold(batch)  # not lost with the loop: the restarted loop claims them
+            raise
         # Gone from the claim: their task changed, was disabled or deleted, or another engine took them over.
         self.armed = [dataclasses.replace(run, attempts=claimed[run.run_id]) for run in batch if run.run_id in claimed]
         self._give_back(len(batch) - len(self.armed))

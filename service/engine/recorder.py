@@ -2,8 +2,8 @@
 
 A batch that cannot be written stays in memory and is tried again with backoff, whatever the failure. Should
 one result itself be unwritable (a bug: every text from outside is made storable before it gets here), the
-batch is written one result at a time so the rest lands, and that one is left to its lease: it runs out, and
-the run is resent with the same idempotency key, within MAX_ATTEMPTS.
+batch is written one result at a time, after UNEXPECTED_TRIES failures, so the rest lands, and that one is
+left to its lease: it runs out, and the run is resent with the same idempotency key, within MAX_ATTEMPTS.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST_SECONDS = 0.1
 RETRY_MAX_SECONDS = 2.0
+# Unexpected failures of one batch (not the database being away) before it is written one result at a time.
+UNEXPECTED_TRIES = 3
 
 
 class Recorder:
@@ -49,10 +51,11 @@ class Recorder:
         final flush in stop() takes over) or `deadline` (loop time) passes."""
         loop = asyncio.get_running_loop()
         pause = RETRY_FIRST_SECONDS
+        unexpected = 0
         while self._results:
             batch, self._results = self._results, []
             try:
-                await self._write(batch, deadline)
+                await self._write(batch, deadline, one_by_one=unexpected >= UNEXPECTED_TRIES)
             except asyncio.CancelledError:
                 self._results = batch + self._results
                 raise
@@ -60,6 +63,8 @@ class Recorder:
                 # Kept, in order, ahead of what arrived meanwhile.
                 self._results = batch + self._results
                 reason = exc.message if isinstance(exc, errors.ServiceError) else repr(exc)
+                if not isinstance(exc, errors.ServiceError | asyncio.TimeoutError):
+                    unexpected += 1
                 log.warning("recording %d results failed, retrying: %s", len(batch), reason)
                 if (stopping is not None and stopping.is_set()) or (deadline is not None and loop.time() >= deadline):
                     return False
@@ -70,20 +75,23 @@ class Recorder:
                         await asyncio.sleep(pause)
                 pause = min(pause * 2, RETRY_MAX_SECONDS)
                 continue
-            pause = RETRY_FIRST_SECONDS
+            pause, unexpected = RETRY_FIRST_SECONDS, 0
             self._on_recorded(batch)
         return True
 
-    async def _write(self, batch: list[types.RunResult], deadline: float | None) -> None:
-        timeout = None if deadline is None else max(0.05, deadline - asyncio.get_running_loop().time())
-        try:
-            await asyncio.wait_for(self._queue.record_results(batch), timeout)
-        except (errors.ServiceError, asyncio.TimeoutError):
-            raise  # the database is away: the whole batch waits for it
-        except Exception:
-            if len(batch) == 1:
+    async def _write(self, batch: list[types.RunResult], deadline: float | None, *, one_by_one: bool) -> None:
+        if not one_by_one:
+            await self._record(batch, deadline)
+            return
+        for result in batch:  # find the one that cannot be written; the others land
+            try:
+                await self._record([result], deadline)
+            except (errors.ServiceError, asyncio.TimeoutError):
+                raise  # the database is away: the whole batch waits for it (written ones are fenced)
+            except Exception:
                 log.exception("result of run %s cannot be recorded; its lease will run out and it is resent",
-                              batch[0].run_id)
-                return
-            for result in batch:  # find the one that cannot be written; the others land
-                await self._write([result], deadline)
+                              result.run_id)
+
+    async def _record(self, batch: list[types.RunResult], deadline: float | None) -> None:
+        timeout = None if deadline is None else max(0.05, deadline - asyncio.get_running_loop().time())
+        await asyncio.wait_for(self._queue.record_results(batch), timeout)

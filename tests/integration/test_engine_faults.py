@@ -1,0 +1,310 @@
+"""The engine's promise under faults, one defect each (issue "Exactly once and on time, whatever breaks"):
+every test here failed on the engine before the rewrite (service/engine/ before sql/0005).
+
+The database and the push API are real; faults are injected by a RunQueue that raises where told (the real
+store underneath does the work), by a stand-in that answers slowly or with text PostgreSQL cannot store, and
+by rows put where a crashed replica would have left them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import pathlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from service import admin
+from service import app as app_module
+from service.app import create_app, engine_config, make_backend
+from service.domain import credentials
+from service.engine import dispatcher
+from service.store.runqueue import RunQueue
+from service.store.stores import Stores
+from tests.bulk import bulk_schedules
+from tests.integration.conftest import engine_settings, fetch, next_whole_second, start_service
+from tests.standin import StandIn
+from tests.waiting import eventually
+
+UTC = dt.timezone.utc
+
+
+class FaultyQueue(RunQueue):
+    """The real run queue, raising RuntimeError on the next `faults[name]` calls of method `name`."""
+
+    def __init__(self, real: RunQueue, faults: dict[str, int]) -> None:
+        self.__dict__.update(real.__dict__)
+        self.faults = dict(faults)
+        self.raised: dict[str, int] = {}
+
+    def _maybe_fail(self, name: str) -> None:
+        if self.faults.get(name, 0) > 0:
+            self.faults[name] -= 1
+            self.raised[name] = self.raised.get(name, 0) + 1
+            raise RuntimeError(f"injected fault in {name}")
+
+    async def record_results(self, results: Any) -> None:
+        self._maybe_fail("record_results")
+        await super().record_results(results)
+
+    async def claim_planned(self, run_ids: Any, lease: dt.timedelta) -> dict[uuid.UUID, int]:
+        self._maybe_fail("claim_planned")
+        return await super().claim_planned(run_ids, lease)
+
+
+@pytest.fixture
+async def stores(database_url: str) -> AsyncIterator[Stores]:
+    opened = await Stores.open(database_url, api_pool_size=2, engine_pool_size=8)
+    yield opened
+    await opened.close()
+
+
+async def _app_key(stores: Stores) -> str:
+    return (await admin.register_app(stores.schedules, "faults", "UTC", 100_000)).app.app_key
+
+
+async def _states(database_url: str) -> dict[str, int]:
+    rows = await fetch(database_url, "SELECT state, count(*) AS n FROM runs GROUP BY state")
+    return {row["state"]: row["n"] for row in rows}
+
+
+async def test_an_exception_in_the_recorder_and_in_the_fire_loop_loses_nothing(
+    database_url: str, tmp_path: pathlib.Path, standin: StandIn, stores: Stores
+) -> None:
+    """Defect 1: a loop that raised stayed dead, with its batch, while /readyz stayed green."""
+    count = 40
+    assert stores.runs is not None
+    queue = FaultyQueue(stores.runs, {"record_results": 2, "claim_planned": 1})
+    settings = engine_settings(database_url, tmp_path, standin.url)
+    engine = dispatcher.Engine(queue, make_backend(settings), engine_config(settings))
+    await bulk_schedules(database_url, await _app_key(stores), next_whole_second(1.5), count)
+    await engine.start()
+    try:
+        await eventually(lambda: queue.raised.get("claim_planned") == 1, "the fire loop's claim raised")
+        await eventually(lambda: engine.problem() is not None or engine.supervisor.restarts.get("fire"),
+                         "the crashed loop is reported down")
+        await eventually(lambda: _states(database_url), "every run is recorded sent",
+                         until=lambda states: states == {"sent": count}, timeout=30)
+    finally:
+        await engine.stop()
+    assert queue.raised == {"record_results": 2, "claim_planned": 1}
+    assert engine.supervisor.restarts == {"fire": 1}  # the recorder kept its batch and tried again instead
+    assert engine.problem() is None
+    # Nothing was lost and nothing was sent twice: the failed batch was kept, the fire loop's batch held again.
+    assert len(standin.deliveries) == count and len({delivery.cid for delivery in standin.delivered()}) == count
+
+
+async def test_a_crashed_loop_fails_readiness_until_it_is_back(
+    database_url: str, tmp_path: pathlib.Path, standin: StandIn, aiohttp_server: Any, session: aiohttp.ClientSession
+) -> None:
+    service = await start_service(engine_settings(database_url, tmp_path, standin.url), aiohttp_server, session)
+    async with session.get(service.base_url + "/readyz") as response:
+        assert response.status == 200
+    engine = service.app[app_module.ENGINE]
+    engine.supervisor._down.add("recorder")  # as while a crashed loop waits for its restart
+    async with session.get(service.base_url + "/readyz") as response:
+        assert (response.status, (await response.json())["status"]) == (503, "engine loop down: recorder")
+    engine.supervisor._down.discard("recorder")
+
+
+async def test_text_from_the_push_api_that_postgresql_cannot_store_is_recorded(
+    database_url: str, tmp_path: pathlib.Path, stores: Stores
+) -> None:
+    """Defect 1: a msg_id with NUL or a lone surrogate failed the whole batch of results, forever."""
+    nasty = StandIn(msg_id_for=lambda n: f"id-{n}\x00\ud800")
+    await nasty.start()
+    try:
+        settings = engine_settings(database_url, tmp_path, nasty.url)
+        assert stores.runs is not None
+        engine = dispatcher.Engine(stores.runs, make_backend(settings), engine_config(settings))
+        await bulk_schedules(database_url, await _app_key(stores), next_whole_second(1.0), 3)
+        await engine.start()
+        try:
+            await eventually(lambda: _states(database_url), "every run is recorded sent",
+                             until=lambda states: states == {"sent": 3}, timeout=15)
+        finally:
+            await engine.stop()
+    finally:
+        await nasty.stop()
+    msg_ids = [row["msg_id"] for row in await fetch(database_url, "SELECT msg_id FROM runs")]
+    assert all(msg_id.startswith("id-") and "\\u0000" in msg_id and "\\ud800" in msg_id for msg_id in msg_ids)
+
+
+async def test_no_lease_runs_out_while_runs_wait_for_a_send_slot(
+    database_url: str, tmp_path: pathlib.Path, stores: Stores
+) -> None:
+    """Defect 3: a tick leased a whole batch for 5 slots; runs past the first few leases' worth expired in the
+    queue and were sent twice. Now: 40 runs, 5 slots, 0.5 s per send, a 2 s lease: no resend at all."""
+    slow = StandIn(delay_seconds=0.5)
+    await slow.start()
+    try:
+        settings = engine_settings(database_url, tmp_path, slow.url, send_concurrency=5, lease_seconds=2.0,
+                                   send_timeout_seconds=0.6)
+        config = engine_config(settings)
+        assert config.lease == dt.timedelta(seconds=2)
+        assert stores.runs is not None
+        engine = dispatcher.Engine(stores.runs, make_backend(settings), config)
+        await bulk_schedules(database_url, await _app_key(stores), next_whole_second(1.0), 40)
+        await engine.start()
+        try:
+            await eventually(lambda: _states(database_url), "every run is recorded sent",
+                             until=lambda states: states == {"sent": 40}, timeout=30)
+        finally:
+            await engine.stop()
+    finally:
+        await slow.stop()
+    assert max(slow.attempts.values()) == 1 and len(slow.deliveries) == 40
+    attempts = await fetch(database_url, "SELECT max(attempts) AS most FROM runs")
+    assert attempts[0]["most"] == 1
+
+
+async def test_a_stale_holders_result_changes_nothing(database_url: str, stores: Stores) -> None:
+    """Defect 3: a late result from a holder whose lease ran out reopened a run sent meanwhile by another."""
+    from service.domain import types
+
+    await bulk_schedules(database_url, await _app_key(stores), dt.datetime.now(UTC) + dt.timedelta(seconds=1), 1)
+    assert stores.runs is not None
+    planned = await stores.runs.plan_single_fires(dt.timedelta(seconds=5), 10, dt.timedelta(minutes=5),
+                                                  dt.timedelta(seconds=5))
+    [run] = planned.runs
+    first = await stores.runs.claim_planned([run.run_id], dt.timedelta(seconds=60))
+    assert first == {run.run_id: 1}
+    # The first holder's lease runs out; another replica takes the run over (attempt 2) and sends it.
+    await fetch(database_url, "UPDATE runs SET lease_until = clock_timestamp() - interval '1 s'")
+    runs, _ = await stores.runs.claim_due(10, dt.timedelta(seconds=60), dt.timedelta(minutes=5), 8)
+    assert [(taken.run_id, taken.attempts) for taken in runs] == [(run.run_id, 2)]
+    now = dt.datetime.now(UTC)
+    await stores.runs.record_results([types.RunResult(run.run_id, 2, "sent", now, msg_id="second")])
+    # The first holder answers late: a retry. Fenced on its attempt (1), it changes nothing.
+    await stores.runs.record_results(
+        [types.RunResult(run.run_id, 1, "pending", now, error="HTTP 503", next_attempt_at=now)]
+    )
+    [row] = await fetch(database_url, "SELECT state, msg_id, attempts FROM runs")
+    assert (row["state"], row["msg_id"], row["attempts"]) == ("sent", "second", 2)
+
+
+async def test_resends_are_capped_by_max_attempts_in_the_claim(database_url: str, stores: Stores) -> None:
+    """Defect 1: a run whose holder died on every attempt was resent forever; the claim had no cap."""
+    await bulk_schedules(database_url, await _app_key(stores), dt.datetime.now(UTC), 1)
+    assert stores.runs is not None
+    await stores.runs.plan_single_fires(dt.timedelta(0), 10, dt.timedelta(minutes=5), dt.timedelta(seconds=5))
+    await fetch(database_url, "UPDATE runs SET state = 'sending', attempts = 8, lease_until = clock_timestamp() - interval '1 s'")
+    runs, settled = await stores.runs.claim_due(10, dt.timedelta(seconds=60), dt.timedelta(minutes=5), 8)
+    assert runs == [] and [(run.state, run.error[:14]) for run in settled] == [("failed", "gave up after ")]
+    [row] = await fetch(database_url, "SELECT state, error, attempts, finished_at FROM runs")
+    assert row["state"] == "failed" and row["attempts"] == 8 and row["finished_at"] is not None
+
+
+async def test_late_resends_obey_the_misfire_grace(database_url: str, stores: Stores) -> None:
+    """Defect 6: runs planned, sending or pending before a fleet-wide outage went out hours late."""
+    app_key = await _app_key(stores)
+    await bulk_schedules(database_url, app_key, dt.datetime.now(UTC), 3)
+    assert stores.runs is not None
+    await stores.runs.plan_single_fires(dt.timedelta(0), 10, dt.timedelta(minutes=5), dt.timedelta(seconds=5))
+    # As a fleet-wide outage leaves them, ten minutes on: one of each open state, all expired.
+    await fetch(
+        database_url,
+        "UPDATE runs SET due_at = due_at - interval '10 min', error = 'HTTP 503: down', "
+        "state = (ARRAY['planned', 'sending', 'pending'])[row_number], "
+        "lease_until = clock_timestamp() - interval '1 s', next_attempt_at = clock_timestamp() - interval '1 s' "
+        "FROM (SELECT id AS numbered_id, row_number() OVER (ORDER BY id)::int AS row_number FROM runs) AS numbered "
+        "WHERE id = numbered_id",
+    )
+    runs, settled = await stores.runs.claim_due(10, dt.timedelta(seconds=60), dt.timedelta(minutes=5), 8)
+    assert runs == [] and {run.state for run in settled} == {"missed"} and len(settled) == 3
+    rows = await fetch(database_url, "SELECT state, error FROM runs")
+    assert {row["state"] for row in rows} == {"missed"}
+    assert all(row["error"].startswith("missed: found ") and "MISFIRE_GRACE" in row["error"] for row in rows)
+
+
+async def test_a_task_that_cannot_be_planned_leaves_the_valid_set(
+    database_url: str, tmp_path: pathlib.Path, standin: StandIn, stores: Stores
+) -> None:
+    """Defect 7: a task whose trigger could not be planned stayed valid, under the cap, for up to a year."""
+    app_key = await _app_key(stores)
+    due = dt.datetime.now(UTC)
+    trigger = {"periodical": {"start": "2026-01-01 00:00:00", "end": "2026-12-31 00:00:00", "time": "09:00:00",
+                              "time_unit": "day", "frequency": 1, "zone_type": 1}}
+    schedule_id = uuid.uuid4()
+    await fetch(
+        database_url,
+        "INSERT INTO schedules (id, app_key, name, enabled, trigger, push, next_fire_at, final_fire_at, kind, zone_type) "
+        "VALUES ($1, $2, 'broken', true, $3::jsonb, '{}'::jsonb, $4::timestamptz, $4::timestamptz + interval '30 days', "
+        "'periodical', 1)",
+        schedule_id, app_key, __import__("json").dumps(trigger), due,
+    )
+    await fetch(database_url, "UPDATE apps SET time_zone = 'Nowhere/Gone' WHERE app_key = $1", app_key)
+    assert stores.runs is not None
+    settings = engine_settings(database_url, tmp_path, standin.url)
+    engine = dispatcher.Engine(stores.runs, make_backend(settings), engine_config(settings))
+    await engine.start()
+    try:
+        rows = await eventually(
+            lambda: fetch(database_url, "SELECT state, stopped_reason FROM schedules WHERE id = $1", schedule_id),
+            "the task is stopped", until=lambda rows: rows[0]["state"] != "active",
+        )
+    finally:
+        await engine.stop()
+    assert rows[0]["state"] == "expired" and "Nowhere/Gone" in rows[0]["stopped_reason"]
+    valid = await fetch(database_url, "SELECT count(*) AS n FROM schedules WHERE schedule_is_valid(state, final_fire_at, now())")
+    assert valid[0]["n"] == 0
+
+
+async def test_a_wrong_push_credentials_key_refuses_to_start(
+    database_url: str, tmp_path: pathlib.Path, standin: StandIn, stores: Stores, aiohttp_server: Any
+) -> None:
+    """Defect 8: a missing or wrong key failed every run of the apps with push credentials, for good."""
+    key = credentials.new_encryption_key()
+    await admin.register_app(stores.schedules, "pushy", push_key="pk", push_secret="ps", credentials_key=key)
+    for wrong in (None, credentials.new_encryption_key()):
+        settings = engine_settings(database_url, tmp_path, standin.url, push_credentials_key=wrong)
+        with pytest.raises(ValueError, match="PUSH_CREDENTIALS_KEY"):
+            await aiohttp_server(create_app(settings))
+    server = await aiohttp_server(create_app(engine_settings(database_url, tmp_path, standin.url, push_credentials_key=key)))
+    assert server is not None
+
+
+async def test_a_decryption_failure_is_retried_not_failed(database_url: str, tmp_path: pathlib.Path, standin: StandIn,
+                                                          stores: Stores) -> None:
+    key = credentials.new_encryption_key()
+    created = await admin.register_app(stores.schedules, "pushy", push_key="pk", push_secret="ps", credentials_key=key)
+    settings = engine_settings(database_url, tmp_path, standin.url, push_credentials_key=credentials.new_encryption_key())
+    await bulk_schedules(database_url, created.app.app_key, next_whole_second(0.5), 1)
+    assert stores.runs is not None
+    engine = dispatcher.Engine(stores.runs, make_backend(settings), engine_config(settings))
+    await engine.start()
+    try:
+        rows = await eventually(lambda: fetch(database_url, "SELECT state, error FROM runs"), "the send was tried",
+                                until=lambda rows: rows and rows[0]["error"])
+    finally:
+        await engine.stop()
+    assert rows[0]["state"] in ("pending", "sending") and "cannot be decrypted" in rows[0]["error"]
+
+
+async def test_random_app_keys_cost_no_query(database_url: str, tmp_path: pathlib.Path, aiohttp_server: Any,
+                                             session: aiohttp.ClientSession) -> None:
+    """Defect 4: every request with a random app key cost a query on the pool the engine shared."""
+    service = await start_service(engine_settings(database_url, tmp_path, "http://127.0.0.1:9", engine_enabled=False),
+                                  aiohttp_server, session)
+    calls = 0
+    real = service.store.get_app_with_secret_digest
+
+    async def counting(app_key: str) -> Any:
+        nonlocal calls
+        calls += 1
+        return await real(app_key)
+
+    service.store.get_app_with_secret_digest = counting
+    for key in ("not-a-key", "x" * 24, "ABCDEF0123456789ABCDEF01", "0" * 25):
+        headers = {"Authorization": credentials.basic_header(key, "secret")}
+        async with session.get(service.base_url + "/v4/schedules", headers=headers) as response:
+            assert response.status == 401
+    assert calls == 0
+    headers = {"Authorization": credentials.basic_header("0" * 24, "secret")}
+    async with session.get(service.base_url + "/v4/schedules", headers=headers) as response:
+        assert response.status == 401
+    assert calls == 1  # a key of the right shape is looked up (once; then cached)
