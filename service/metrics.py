@@ -60,7 +60,7 @@ DISPATCH_LATENESS = Histogram(
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _child(metric: Counter | Histogram, *labels: str) -> Any:
     """The series of `metric` for `labels`, looked up once: `labels()` validates and locks on every call,
     which was a tenth of the engine's CPU in a burst. Label values are bounded (see above), so is the cache."""

@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import secrets
 
-
 # Compared against when the app key is unknown, so a wrong key costs the same as a wrong secret.
 _DECOY_DIGEST = hashlib.sha256(b"no such app").digest()
 
@@ -78,4 +77,4 @@ def decrypt_push_secret(token: bytes, key: str) -> str:
 
 
 def basic_header(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")

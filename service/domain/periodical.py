@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -84,7 +83,9 @@ class Periodical:
         return last if last is not None and last >= self.start else None
 
 
-def _fires_of(occurrence: dt.datetime, spec: Periodical, app_zone: dt.tzinfo, offsets: Sequence[int]) -> list[types.Fire]:
+def _fires_of(
+    occurrence: dt.datetime, spec: Periodical, app_zone: dt.tzinfo, offsets: Sequence[int]
+) -> list[types.Fire]:
     return timing.single_fires(occurrence, spec.zone_type, app_zone, offsets)
 
 

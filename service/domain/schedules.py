@@ -20,9 +20,8 @@ def plan_trigger(
     spec = periodical.Periodical.from_wire(trigger.to_wire()["periodical"])
     first = periodical.first_fire_after(spec, app_zone, wave_offsets, now)
     if first is None:
-        raise errors.InvalidParameter(
-            f'trigger.periodical: no occurrence is left between now and end ("{trigger.to_wire()["periodical"]["end"]}")'
-        )
+        end = trigger.to_wire()["periodical"]["end"]
+        raise errors.InvalidParameter(f'trigger.periodical: no occurrence is left between now and end ("{end}")')
     last = periodical.last_fire(spec, app_zone, wave_offsets)
     assert last is not None
     skipped: tuple[types.Fire, ...] = ()
