@@ -18,6 +18,7 @@ from service.app import engine_config, make_backend
 from service.domain import credentials
 from service.engine import dispatcher
 from service.store import database
+from tests.bulk import bulk_schedules
 from tests.integration.conftest import (
     UTC,
     Api,
@@ -31,9 +32,7 @@ from tests.integration.conftest import (
     start_service,
     wall_at,
 )
-from tests.bulk import bulk_schedules
 from tests.standin import StandIn
-
 
 
 async def test_task_due_in_a_second_arrives_on_time(dispatching_service: Service, standin: StandIn) -> None:
@@ -226,7 +225,7 @@ def test_push_secret_is_stored_encrypted() -> None:
     token = credentials.encrypt_push_secret("push-secret-value", key)
     assert b"push-secret-value" not in token
     assert credentials.decrypt_push_secret(token, key) == "push-secret-value"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cannot be decrypted"):
         credentials.decrypt_push_secret(token, credentials.new_encryption_key())
 
 
