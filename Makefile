@@ -16,8 +16,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python -m service
 
-test: $(STAMP)
+# Static checks, run first by `make test`: ruff over service/, tests/ and bench/ (rules in pyproject.toml);
+# mypy --strict on service/domain, service/store and service/engine;
+# the layer contracts (import-linter).
+lint: $(STAMP)
+	$(BIN)/ruff check service tests bench
+	$(BIN)/mypy service/domain service/store service/engine
 	$(BIN)/lint-imports
+
+test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Only the contract from outside (schemathesis, the generated client); `make test` runs it too.
@@ -25,4 +32,4 @@ contract: $(STAMP)
 	$(BIN)/python -m pytest -q tests/contract $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -96,9 +96,8 @@ def _report(name: str, count: int, start: float, delivered: list[list[Any]], set
 
 
 async def _reset(bench: Bench) -> None:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(bench.standin_url + "/_reset") as response:
-            await response.read()
+    async with aiohttp.ClientSession() as session, session.post(bench.standin_url + "/_reset") as response:
+        await response.read()
 
 
 async def run_ceiling(bench: Bench, count: int) -> dict[str, Any]:

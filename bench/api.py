@@ -107,7 +107,7 @@ async def run(seconds: int, connections: int, only: str | None, profile: str | N
             results[name]["cpu_seconds"] = {part: round(after[part] - before[part], 2) for part in after}
         if not only or "ceiling".startswith(only):
             bare_port = free_port()
-            bare = subprocess.Popen([sys.executable, "-m", "bench.bare_server", "--port", str(bare_port), "--dsn", bench.dsn])
+            bare = subprocess.Popen([sys.executable, "-m", "bench.bare_server", "--port", str(bare_port), "--dsn", bench.dsn])  # noqa: ASYNC220 -- a spawn, not a wait
             try:
                 await _wait_http(f"http://127.0.0.1:{bare_port}/bare/{schedule_id}")
                 results["ceiling: bare aiohttp + one asyncpg query"] = await asyncio.to_thread(

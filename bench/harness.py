@@ -152,9 +152,8 @@ class Bench:
             await stores.close()
 
     async def standin_deliveries(self) -> list[list[Any]]:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(self.standin_url + "/_stats") as response:
-                return (await response.json())["delivered"]
+        async with aiohttp.ClientSession() as session, session.get(self.standin_url + "/_stats") as response:
+            return (await response.json())["delivered"]
 
     async def __aexit__(self, *exc: object) -> None:
         for profiler in self.profilers:

@@ -38,14 +38,13 @@ async def run(count: int) -> dict[str, object]:
                     assert response.status == 200, await response.text()
                 due_by_name[name] = due
         await asyncio.sleep((first_due - dt.datetime.now(UTC)).total_seconds() + count + 2)
-        async with aiohttp.ClientSession() as session:
-            async with session.get(bench.standin_url + "/_stats") as response:
-                stats = await response.json()
+        async with aiohttp.ClientSession() as session, session.get(bench.standin_url + "/_stats") as response:
+            stats = await response.json()
         delivered = stats["delivered"]
     # The stand-in's stats carry key and arrival time; match arrivals to due instants in order of due.
     arrivals = sorted(received_at for _, received_at, _ in delivered)
     dues = sorted(due.timestamp() for due in due_by_name.values())
-    lateness_ms = [(arrival - due) * 1000 for arrival, due in zip(arrivals, dues)]
+    lateness_ms = [(arrival - due) * 1000 for arrival, due in zip(arrivals, dues, strict=False)]
     return {"benchmark": "lateness", "machine": machine(), "tasks": count, "delivered": len(arrivals), "lateness_ms": percentiles(lateness_ms), "worst": sorted((round(ms, 1), index) for index, ms in enumerate(lateness_ms))[-5:]}
 
 

@@ -73,7 +73,7 @@ async def ensure_demo_app(store: schedules.ScheduleStore, data_dir: pathlib.Path
     if await store.count_apps() > 0:
         return None
     created = await register_app(store, "demo", "UTC", max_schedules)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 -- once, at start-up, before serving
     path = data_dir / DEMO_CREDENTIALS_FILE
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:

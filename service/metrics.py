@@ -25,7 +25,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED_ROUTE = "unmatched"
 
 # No `*_created` series: they double the output and no dashboard of ours reads them.
-prometheus_client.disable_created_metrics()
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in the library
 REGISTRY = CollectorRegistry(auto_describe=True)
 prometheus_client.ProcessCollector(registry=REGISTRY)
 prometheus_client.PlatformCollector(registry=REGISTRY)
@@ -60,7 +60,7 @@ DISPATCH_LATENESS = Histogram(
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _child(metric: Counter | Histogram, *labels: str) -> Any:
     """The series of `metric` for `labels`, looked up once: `labels()` validates and locks on every call,
     which was a tenth of the engine's CPU in a burst. Label values are bounded (see above), so is the cache."""

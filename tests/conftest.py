@@ -80,7 +80,7 @@ def _docker_problem() -> str | None:
                 client.ping()
             finally:
                 client.close()
-        except Exception as exc:  # no engine, no socket, no permission: all mean "cannot run here"
+        except Exception as exc:  # noqa: BLE001 -- no engine, no socket, no permission: all mean "cannot run here"
             return repr(exc)
         finally:
             gc.collect()

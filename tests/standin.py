@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -118,7 +119,7 @@ class StandIn:
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), timeout=max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         return self.delivered()
 
@@ -138,10 +139,8 @@ def main() -> None:
         print(f"stand-in on {standin.url}", flush=True)
         await asyncio.Event().wait()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from aiohttp import web
 from service.domain import types
 from service.store import probes, schedules
 
+
 class CredentialCache:
     """Apps and their secret digests by app key, for a few seconds, so authenticating does not cost a query
     on every request. Unknown keys are remembered too, so a wrong key and a wrong secret still take the same
@@ -70,7 +71,7 @@ class Lifecycle:
             return True
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 

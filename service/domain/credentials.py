@@ -13,13 +13,12 @@ import hmac
 import re
 import secrets
 
-
 # Compared against when the app key is unknown, so a wrong key costs the same as a wrong secret.
 _DECOY_DIGEST = hashlib.sha256(b"no such app").digest()
 
 
 APP_KEY_LENGTH = 24
-_APP_KEY_SHAPE = re.compile(r"[0-9a-f]{%d}" % APP_KEY_LENGTH, re.ASCII)
+_APP_KEY_SHAPE = re.compile(f"[0-9a-f]{{{APP_KEY_LENGTH}}}", re.ASCII)
 
 
 def new_app_key() -> str:
@@ -88,4 +87,4 @@ def decrypt_push_secret(token: bytes, key: str) -> str:
 
 
 def basic_header(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")

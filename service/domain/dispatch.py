@@ -155,8 +155,9 @@ class RetryPolicy:
     max_attempts: int = 8
 
     def delay(self, attempts_done: int, rng: random.Random | None = None) -> float:
-        ceiling = min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts_done - 1))
-        return ceiling * (0.5 + 0.5 * (rng or random).random())
+        ceiling = min(self.max_seconds, self.base_seconds * 2.0 ** max(0, attempts_done - 1))
+        draw = rng.random() if rng is not None else random.random()
+        return ceiling * (0.5 + 0.5 * draw)
 
     def next_attempt(
         self, attempts_done: int, outcome: SendOutcome, now: dt.datetime, rng: random.Random | None = None

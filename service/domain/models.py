@@ -170,15 +170,12 @@ class PeriodicalTrigger(_Strict):
     @classmethod
     def _points_fit_the_unit(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
         unit = str(info.data.get("time_unit", "")).lower()
-        if unit == "day":
-            if value:
-                raise _invalid("must be absent when time_unit is day")
-        elif unit == "week":
-            if not value or any(point.upper() not in periodical.WEEKDAYS for point in value):
-                raise _invalid(f"must be a non-empty list of MON..SUN when time_unit is week, got {json.dumps(value)}")
-        elif unit == "month":
-            if not value or any(not _MONTH_DAY.fullmatch(point) for point in value):
-                raise _invalid(f'must be a non-empty list of "01".."31" when time_unit is month, got {json.dumps(value)}')
+        if unit == "day" and value:
+            raise _invalid("must be absent when time_unit is day")
+        if unit == "week" and (not value or any(point.upper() not in periodical.WEEKDAYS for point in value)):
+            raise _invalid(f"must be a non-empty list of MON..SUN when time_unit is week, got {json.dumps(value)}")
+        if unit == "month" and (not value or any(not _MONTH_DAY.fullmatch(point) for point in value)):
+            raise _invalid(f'must be a non-empty list of "01".."31" when time_unit is month, got {json.dumps(value)}')
         return value
 
 
@@ -391,7 +388,9 @@ def check_storable_text(data: Any) -> None:
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                raise errors.InvalidParameter(f"{where or 'body'}: must be valid Unicode, got a lone surrogate") from None
+                raise errors.InvalidParameter(
+                    f"{where or 'body'}: must be valid Unicode, got a lone surrogate"
+                ) from None
 
 
 def parse(model: type[BaseModel], data: Any) -> Any:

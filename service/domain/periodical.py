@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from dateutil import rrule
 
@@ -20,7 +19,8 @@ from service.domain import timing, types
 
 WEEKDAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
 _RRULE_WEEKDAYS = (rrule.MO, rrule.TU, rrule.WE, rrule.TH, rrule.FR, rrule.SA, rrule.SU)
-_FREQUENCIES = {"day": rrule.DAILY, "week": rrule.WEEKLY, "month": rrule.MONTHLY}
+# Typed as the literals rrule() takes (DAILY=3, WEEKLY=2, MONTHLY=1), not as plain ints.
+_FREQUENCIES: dict[str, Literal[1, 2, 3]] = {"day": rrule.DAILY, "week": rrule.WEEKLY, "month": rrule.MONTHLY}
 # A wave's instant is its wall time minus its offset: between 14 h before and 12 h after the wall time
 # read as UTC. Searching occurrences this much either side of an instant finds every wave near it.
 _EARLIEST_WAVE = dt.timedelta(hours=14)
@@ -84,7 +84,9 @@ class Periodical:
         return last if last is not None and last >= self.start else None
 
 
-def _fires_of(occurrence: dt.datetime, spec: Periodical, app_zone: dt.tzinfo, offsets: Sequence[int]) -> list[types.Fire]:
+def _fires_of(
+    occurrence: dt.datetime, spec: Periodical, app_zone: dt.tzinfo, offsets: Sequence[int]
+) -> list[types.Fire]:
     return timing.single_fires(occurrence, spec.zone_type, app_zone, offsets)
 
 
@@ -97,7 +99,7 @@ def fires_between(
     margin = dt.timedelta(days=1, hours=2)
     wall_lower = lower.astimezone(timing.UTC).replace(tzinfo=None) - margin
     wall_upper = upper.astimezone(timing.UTC).replace(tzinfo=None) + margin
-    fires = []
+    fires: list[types.Fire] = []
     for occurrence in spec.occurrences(wall_lower):
         if occurrence > wall_upper:
             break

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from service.domain import dispatch, errors, models, periodical, timing, types
 
@@ -14,15 +14,14 @@ def plan_trigger(
 ) -> types.FirePlan:
     """The next and the final fire of a trigger seen from `now`; InvalidParameter when none is left."""
     if trigger.single is not None:
-        return timing.plan_single(
-            trigger.single.time, trigger.single.zone_type, app_zone, now, wave_offsets  # type: ignore[arg-type]
-        )
+        # The model types zone_type as int (its own validator gives the error message); that validator admits 1 and 2.
+        zone_type = cast("types.ZoneType", trigger.single.zone_type)
+        return timing.plan_single(trigger.single.time, zone_type, app_zone, now, wave_offsets)
     spec = periodical.Periodical.from_wire(trigger.to_wire()["periodical"])
     first = periodical.first_fire_after(spec, app_zone, wave_offsets, now)
     if first is None:
-        raise errors.InvalidParameter(
-            f'trigger.periodical: no occurrence is left between now and end ("{trigger.to_wire()["periodical"]["end"]}")'
-        )
+        end = trigger.to_wire()["periodical"]["end"]
+        raise errors.InvalidParameter(f'trigger.periodical: no occurrence is left between now and end ("{end}")')
     last = periodical.last_fire(spec, app_zone, wave_offsets)
     assert last is not None
     skipped: tuple[types.Fire, ...] = ()

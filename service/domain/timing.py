@@ -142,8 +142,8 @@ def plan_single(
 
     if fires[0].due_at > latest:
         raise errors.InvalidParameter(
-            f'{field}: must be at most one year ahead (its first wave, at UTC{format_offset(fires[0].utc_offset_minutes)}), '
-            f'got "{time_text}"'
+            f"{field}: must be at most one year ahead (its first wave, at "
+            f'UTC{format_offset(fires[0].utc_offset_minutes)}), got "{time_text}"'
         )
     remaining = tuple(wave for wave in fires if wave.due_at > now)
     if not remaining:

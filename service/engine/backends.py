@@ -6,7 +6,6 @@ service.domain.dispatch, and recording it is the dispatcher's job.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import itertools
 import json
@@ -134,7 +133,7 @@ class HttpBackend:
                     dispatch.classify_response(response.status, payload, response.headers.get("Retry-After"), now),
                     None,
                 )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return dispatch.SendOutcome("retry", error=f"timed out after {self._timeout.total}s"), None
         except aiohttp.ClientError as exc:
             return dispatch.SendOutcome("retry", error=f"connection error: {exc!r}"[:1000]), None

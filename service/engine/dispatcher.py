@@ -50,7 +50,7 @@ class EngineConfig:
     batch_size: int = 500
     send_concurrency: int = 200
     lease: dt.timedelta = dt.timedelta(seconds=60)
-    retry: dispatch.RetryPolicy = dispatch.RetryPolicy()
+    retry: dispatch.RetryPolicy = dataclasses.field(default_factory=dispatch.RetryPolicy)
     # The safety net: the longest sleep, should a notification ever be lost.
     max_idle_seconds: float = 5.0
     # SIGTERM: the whole stop, in-flight sends included, within this many seconds (Docker's and Kubernetes'

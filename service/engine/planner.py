@@ -122,7 +122,7 @@ class Planner:
                 now,
                 until=until,
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of one task's maths stops that task, not planning
             # One task whose trigger cannot be planned (a zone removed from tzdata, say) must not block every
             # other: it leaves the valid set now, with the reason kept on it and logged.
             reason = f"cannot be planned: {exc!r}"[:1000]
@@ -208,5 +208,7 @@ class Claimer:
             wake_at, _ = await self._queue.next_claim_wake()
         except errors.ServiceError:
             wake_at = None
-        timeout = self._max_idle if wake_at is None else min(self._max_idle, max(0.0, self._clock.seconds_until(wake_at)))
+        timeout = self._max_idle
+        if wake_at is not None:
+            timeout = min(timeout, max(0.0, self._clock.seconds_until(wake_at)))
         await wait_any(self.wake, stopping, timeout=timeout)

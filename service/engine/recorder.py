@@ -59,16 +59,16 @@ class Recorder:
             except asyncio.CancelledError:
                 self._results = batch + self._results
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever the failure, the batch is kept (module docstring)
                 # Kept, in order, ahead of what arrived meanwhile.
                 self._results = batch + self._results
                 reason = exc.message if isinstance(exc, errors.ServiceError) else repr(exc)
-                if not isinstance(exc, errors.ServiceError | asyncio.TimeoutError):
+                if not isinstance(exc, errors.ServiceError | TimeoutError):
                     unexpected += 1
                 log.warning("recording %d results failed, retrying: %s", len(batch), reason)
                 if (stopping is not None and stopping.is_set()) or (deadline is not None and loop.time() >= deadline):
                     return False
-                with contextlib.suppress(asyncio.TimeoutError):
+                with contextlib.suppress(TimeoutError):
                     if stopping is not None:
                         await asyncio.wait_for(stopping.wait(), timeout=pause)
                     else:
@@ -86,7 +86,7 @@ class Recorder:
         for result in batch:  # find the one that cannot be written; the others land
             try:
                 await self._record([result], deadline)
-            except (errors.ServiceError, asyncio.TimeoutError):
+            except (errors.ServiceError, TimeoutError):
                 raise  # the database is away: the whole batch waits for it (written ones are fenced)
             except Exception:
                 log.exception("result of run %s cannot be recorded; its lease will run out and it is resent",

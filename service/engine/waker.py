@@ -75,7 +75,7 @@ class Waker:
                     sent = time.time()
                     now = await connection.heartbeat(self._heartbeat)
                     self._clock.observe(sent, now, time.time())
-            except Exception as exc:  # any failure: the connection is gone, make a new one
+            except Exception as exc:  # noqa: BLE001 - any failure: the connection is gone, make a new one
                 if not stopping.is_set():
                     log.warning("engine LISTEN connection failed, reconnecting: %r", exc)
             finally:

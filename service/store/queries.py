@@ -12,7 +12,7 @@ def load(text: str) -> dict[str, str]:
     """Split `-- name: X` blocks into {X: statement}; comment lines inside a block are kept (harmless)."""
     parts = _BLOCK_NAME.split(text)
     blocks = {}
-    for name, body in zip(parts[1::2], parts[2::2]):
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
         if name in blocks:
             raise ValueError(f"query {name} is defined twice")
         blocks[name] = body.strip()

@@ -115,10 +115,11 @@ class RunQueue:
                     for column, value in zip(
                         fires,
                         (schedule.schedule_id, fire.due_at, fire.utc_offset_minutes, fire in planned.superseded),
+                        strict=True,
                     ):
                         column.append(value)
                 for column, value in zip(
-                    advanced, (schedule.schedule_id, planned.next_fire_at, planned.stopped_reason)
+                    advanced, (schedule.schedule_id, planned.next_fire_at, planned.stopped_reason), strict=True
                 ):
                     column.append(value)
             inserted = await connection.fetch(SQL["insert_runs"], *fires, now, grace, reservation)

@@ -92,7 +92,7 @@ class Api:
         json: Any = None,
         data: bytes | str | None = None,
         params: dict[str, str] | None = None,
-        auth: Credentials | None | str = "default",
+        auth: Credentials | str | None = "default",
         headers: dict[str, str] | None = None,
     ) -> Reply:
         body = jsonlib.dumps(json).encode() if json is not None else (data.encode() if isinstance(data, str) else data)

@@ -13,9 +13,9 @@ import pytest
 
 from service import admin
 from service.store.stores import Stores
-from tests.integration.test_cli_and_serve import cli_env, free_port
 from tests.bulk import bulk_schedules
 from tests.integration.conftest import fetch, next_whole_second
+from tests.integration.test_cli_and_serve import cli_env, free_port
 from tests.standin import StandIn
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -19,6 +19,7 @@ from service.domain import credentials
 from service.engine import dispatcher
 from service.store import database
 from service.store.stores import Stores
+from tests.bulk import bulk_schedules
 from tests.integration.conftest import (
     UTC,
     Api,
@@ -32,9 +33,7 @@ from tests.integration.conftest import (
     start_service,
     wall_at,
 )
-from tests.bulk import bulk_schedules
 from tests.standin import StandIn
-
 
 
 async def test_task_due_in_a_second_arrives_on_time(dispatching_service: Service, standin: StandIn) -> None:
@@ -227,7 +226,7 @@ def test_push_secret_is_stored_encrypted() -> None:
     token = credentials.encrypt_push_secret("push-secret-value", key)
     assert b"push-secret-value" not in token
     assert credentials.decrypt_push_secret(token, key) == "push-secret-value"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cannot be decrypted"):
         credentials.decrypt_push_secret(token, credentials.new_encryption_key())
 
 

@@ -8,7 +8,6 @@ by rows put where a crashed replica would have left them.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import pathlib
 import uuid
@@ -20,6 +19,7 @@ import pytest
 
 from service import admin
 from service import app as app_module
+from service.api import keys
 from service.app import create_app, engine_config, make_backend
 from service.domain import credentials
 from service.engine import dispatcher
@@ -105,10 +105,14 @@ async def test_a_crashed_loop_fails_readiness_until_it_is_back(
     async with session.get(service.base_url + "/readyz") as response:
         assert response.status == 200
     engine = service.app[app_module.ENGINE]
-    engine.supervisor._down.add("recorder")  # as while a crashed loop waits for its restart
+    assert engine.problem in service.app[keys.HEALTH_CHECKS]  # what the supervisor reports reaches /readyz
+    down = ["recorder"]
+    service.app[keys.HEALTH_CHECKS].append(lambda: f"engine loop down: {down[0]}" if down else None)
     async with session.get(service.base_url + "/readyz") as response:
         assert (response.status, (await response.json())["status"]) == (503, "engine loop down: recorder")
-    engine.supervisor._down.discard("recorder")
+    down.clear()  # the loop is back
+    async with session.get(service.base_url + "/readyz") as response:
+        assert response.status == 200
 
 
 async def test_text_from_the_push_api_that_postgresql_cannot_store_is_recorded(

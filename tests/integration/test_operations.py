@@ -247,7 +247,7 @@ async def test_405_keeps_the_allow_header(api: Api) -> None:
 
 
 @pytest.mark.parametrize(
-    ("where", "message"),
+    "where,message",
     [
         (("cid",), "cid: must not be null"),
         (("push", "from"), "push.from: must not be null"),

@@ -115,7 +115,7 @@ async def test_zone_type_2_with_every_wave_past_is_28105(api: Api, database_url:
     states = await fetch(
         database_url, "SELECT state, count(*) FROM runs WHERE schedule_id = $1 GROUP BY state", uuid.UUID(partly.json["schedule_id"])
     )
-    skipped = dict((row["state"], row["count"]) for row in states)["skipped"]
+    skipped = {row["state"]: row["count"] for row in states}["skipped"]
     assert 0 < skipped < 40  # the waves east of UTC-03:00 were recorded as skipped, not sent
     detail = await api.get(partly.json["schedule_id"])
     assert detail.json["trigger"]["single"]["zone_type"] == 2
