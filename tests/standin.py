@@ -52,7 +52,8 @@ class StandIn:
         app.router.add_post("/v4/push", self._push)
         app.router.add_get("/_stats", self._stats)
         app.router.add_post("/_reset", self._reset)
-        self._runner = web.AppRunner(app, access_log=None)
+        # Stopping cuts stalled answers at once: a test that stops the stand-in waits for no stall.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()

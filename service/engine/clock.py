@@ -27,8 +27,12 @@ class Clock:
     def offset(self) -> float:
         return self._offset
 
+    def local(self) -> float:
+        """This process's own clock, epoch seconds (time.time())."""
+        return time.time()
+
     def observe(self, sent_at: float, database_now: dt.datetime, received_at: float) -> None:
-        """One round trip: local time.time() when it was sent and answered, and the database's instant."""
+        """One round trip: local() when it was sent and when it was answered, and the database's instant."""
         round_trip = max(0.0, received_at - sent_at)
         if round_trip > max(self.GOOD_ROUND_TRIP, self._best_round_trip * 2):
             return
@@ -37,7 +41,7 @@ class Clock:
 
     def now(self) -> float:
         """The database's epoch seconds, now."""
-        return time.time() + self._offset
+        return self.local() + self._offset
 
     def seconds_until(self, instant: dt.datetime | float) -> float:
         """Seconds from now to `instant` on the database's clock (negative when past)."""

@@ -72,19 +72,21 @@ class EngineConfig:
 
 
 class Engine:
-    def __init__(self, queue: RunQueue, backend: PushBackend, config: EngineConfig) -> None:
+    def __init__(
+        self, queue: RunQueue, backend: PushBackend, config: EngineConfig, clock: Clock | None = None
+    ) -> None:
         self._queue = queue
         self._backend = backend
         self._config = config
         self._stopping = asyncio.Event()
-        self.clock = Clock()
+        self.clock = clock or Clock()
         self.supervisor = Supervisor(self._stopping)
         self.waker = Waker(
             queue, self.clock, plan_ahead=config.plan_ahead, max_idle_seconds=config.max_idle_seconds,
             heartbeat_seconds=config.heartbeat_seconds,
         )
         self.recorder = Recorder(queue, self._recorded)
-        self.sender = Sender(backend, config.send_concurrency, config.retry, self.recorder.add)
+        self.sender = Sender(backend, config.send_concurrency, config.retry, self.recorder.add, self.clock)
         self.ahead = PlannedAhead(
             queue, self.sender, self.clock, lease=config.lease, batch_size=config.batch_size,
             capacity=config.max_planned_ahead, claim_lead_seconds=config.claim_lead_seconds,
@@ -105,6 +107,10 @@ class Engine:
 
     async def start(self) -> None:
         await self._backend.start()
+        with contextlib.suppress(errors.ServiceError):  # the loops measure it again on every round trip
+            sent = self.clock.local()
+            now = await self._queue.database_clock()
+            self.clock.observe(sent, now, self.clock.local())
         stopping = self._stopping
         self.supervisor.spawn("waker", lambda: self.waker.run(stopping))
         self.supervisor.spawn("recorder", lambda: self.recorder.run(stopping))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 from service import metrics
@@ -102,10 +101,10 @@ class Planner:
 
     async def _timed(self, call: Awaitable[types.Planned]) -> types.Planned:
         """Run a plan statement, and learn the database's clock from its round trip."""
-        sent = time.time()
+        sent = self._clock.local()
         planned = await call
         if planned.now is not None:
-            self._clock.observe(sent, planned.now, time.time())
+            self._clock.observe(sent, planned.now, self._clock.local())
         return planned
 
     def _hand_on(self, planned: types.Planned) -> None:
@@ -143,7 +142,9 @@ class Planner:
         # Clear first and accept any notification while we ask: a change landing in between still wakes us.
         self._waker.wake.clear()
         try:
-            wake_at, _ = await self._queue.next_plan_wake(self._plan_ahead)
+            sent = self._clock.local()
+            wake_at, now = await self._queue.next_plan_wake(self._plan_ahead)
+            self._clock.observe(sent, now, self._clock.local())
         except errors.ServiceError:
             wake_at = None
         await self._waker.sleep_until(wake_at, stopping)

@@ -17,12 +17,9 @@ from collections.abc import Callable
 from service import metrics
 from service.domain import dispatch, timing, types
 from service.engine.backends import PushBackend
+from service.engine.clock import Clock
 
 log = logging.getLogger(__name__)
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 class Sender:
@@ -32,7 +29,9 @@ class Sender:
         capacity: int,
         retry: dispatch.RetryPolicy,
         on_result: Callable[[types.RunResult], None],
+        clock: Clock,
     ) -> None:
+        self._clock = clock
         self._backend = backend
         self._capacity = capacity
         self._retry = retry
@@ -86,7 +85,7 @@ class Sender:
 
     async def _send(self, run: types.RunToSend) -> None:
         if not run.still_wanted:
-            self._on_result(dispatch.cancelled(run, _utcnow()))
+            self._on_result(dispatch.cancelled(run, self._now()))
             metrics.record_run("cancelled", None)
             return
         try:
@@ -94,7 +93,7 @@ class Sender:
         except Exception as exc:  # a backend bug must not lose the run: retry it like a connection error
             log.exception("push backend raised for run %s", run.run_id)
             outcome, payload = dispatch.SendOutcome("retry", error=f"backend error: {exc!r}"), None
-        now = _utcnow()
+        now = self._now()
         result = dispatch.result_for(run, outcome, payload, now, self._retry, self._rng)
         # Lateness: when this attempt finished, measured from the instant the run was due.
         lateness = (now - run.due_at).total_seconds()
@@ -103,6 +102,10 @@ class Sender:
         if log.isEnabledFor(logging.INFO):  # the line's fields cost a burst's CPU even when not logged
             _log_dispatch(run, result, reported, lateness)
         self._on_result(result)
+
+    def _now(self) -> dt.datetime:
+        """By the database's clock: outcomes, next attempts and lateness compare with its instants."""
+        return dt.datetime.fromtimestamp(self._clock.now(), dt.timezone.utc)
 
     async def drain(self, timeout: float) -> list[tuple[uuid.UUID, int]]:
         """Let the sends in flight finish for up to `timeout` seconds; cancel the rest and return them

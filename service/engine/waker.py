@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import time
 
 from service.engine.clock import Clock
 from service.engine.ports import RunQueue
@@ -72,9 +71,9 @@ class Waker:
                         await asyncio.wait_for(stopping.wait(), timeout=self._heartbeat)
                     if stopping.is_set():
                         break
-                    sent = time.time()
+                    sent = self._clock.local()
                     now = await connection.heartbeat(self._heartbeat)
-                    self._clock.observe(sent, now, time.time())
+                    self._clock.observe(sent, now, self._clock.local())
             except Exception as exc:  # noqa: BLE001 - any failure: the connection is gone, make a new one
                 if not stopping.is_set():
                     log.warning("engine LISTEN connection failed, reconnecting: %r", exc)

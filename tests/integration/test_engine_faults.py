@@ -8,8 +8,10 @@ by rows put where a crashed replica would have left them.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import pathlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,6 +25,7 @@ from service.api import keys
 from service.app import create_app, engine_config, make_backend
 from service.domain import credentials
 from service.engine import dispatcher
+from service.engine.clock import Clock
 from service.store.runqueue import RunQueue
 from service.store.stores import Stores
 from tests.bulk import bulk_schedules
@@ -312,3 +315,54 @@ async def test_random_app_keys_cost_no_query(database_url: str, tmp_path: pathli
     async with session.get(service.base_url + "/v4/schedules", headers=headers) as response:
         assert response.status == 401
     assert calls == 1  # a key of the right shape is looked up (once; then cached)
+
+
+class FastClock(Clock):
+    """This process's clock five seconds ahead of the database's."""
+
+    def local(self) -> float:
+        return time.time() + 5.0
+
+
+async def test_a_replica_whose_clock_is_fast_still_sends_on_the_databases_time(
+    database_url: str, tmp_path: pathlib.Path, standin: StandIn, stores: Stores
+) -> None:
+    """Defect 5: leases, claims and sends went by each replica's own clock; 5 s fast meant 5 s early."""
+    settings = engine_settings(database_url, tmp_path, standin.url)
+    assert stores.runs is not None
+    engine = dispatcher.Engine(stores.runs, make_backend(settings), engine_config(settings), clock=FastClock())
+    due = next_whole_second(3.0)
+    await bulk_schedules(database_url, await _app_key(stores), due, 5)
+    await engine.start()
+    try:
+        delivered = await standin.wait_for(5, timeout=15)
+    finally:
+        await engine.stop()
+    assert abs(engine.clock.offset + 5.0) < 0.1
+    # On time by the database's clock (the same host's): never early, and not late either.
+    assert all(0 <= delivery.received_at - due.timestamp() < 0.5 for delivery in delivered)
+
+
+async def test_stop_takes_at_most_the_drain_time_with_sends_hanging(
+    database_url: str, tmp_path: pathlib.Path, stores: Stores
+) -> None:
+    """The engine's whole stop fits in SHUTDOWN_TIMEOUT_SECONDS even when every send hangs."""
+    hanging = StandIn(delay_seconds=30.0)
+    await hanging.start()
+    try:
+        settings = engine_settings(database_url, tmp_path, hanging.url, send_timeout_seconds=30.0,
+                                   shutdown_timeout_seconds=2.0, send_concurrency=10)
+        assert stores.runs is not None
+        engine = dispatcher.Engine(stores.runs, make_backend(settings), engine_config(settings))
+        await bulk_schedules(database_url, await _app_key(stores), next_whole_second(0.5), 30)
+        await engine.start()
+        await eventually(lambda: hanging.arrived, "ten sends hang in flight", until=lambda n: n == 10)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await engine.stop()
+        took = loop.time() - started
+    finally:
+        await hanging.stop()
+    assert took < 2.0 + 0.5, f"stop took {took:.2f} s"
+    states = await _states(database_url)
+    assert states == {"pending": 10, "planned": 20}  # all handed back: sends as pending, the rest planned
