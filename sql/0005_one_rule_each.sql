@@ -170,8 +170,96 @@ BEGIN
 END;
 $$;
 
--- create_schedule (sql/0003) again, with the trigger's kind and zone type as columns and the valid set from
--- schedule_is_valid. Same steps, same order.
+-- Whether a change that makes a task fire at p_next_fire_at must NOTIFY the engines. Every engine looks at the
+-- database again at least every p_horizon (its longest sleep plus how far ahead it plans; NULL: always
+-- notify), so a later fire is found without one. NOTIFY is not free: on commit it takes a database-wide lock
+-- that serializes every notifying transaction.
+CREATE FUNCTION wakes_engines(p_next_fire_at timestamptz, p_now timestamptz, p_horizon interval)
+RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT p_horizon IS NULL OR p_next_fire_at <= p_now + p_horizon
+$$;
+
+-- Runs a change to a task makes obsolete: the ones planned ahead from its old values go (never attempted, so
+-- no history is lost; the engine holding them finds them gone when it claims them), and, once it is deleted or
+-- disabled, its queued retries are cancelled. Returns the earliest planned instant dropped.
+CREATE FUNCTION drop_obsolete_runs(p_schedule_id uuid, p_cancel_open boolean, p_now timestamptz)
+RETURNS timestamptz LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v_earliest timestamptz;
+BEGIN
+    WITH dropped AS (DELETE FROM runs WHERE schedule_id = p_schedule_id AND state = 'planned' RETURNING due_at)
+    SELECT min(due_at) INTO v_earliest FROM dropped;
+    IF p_cancel_open THEN
+        UPDATE runs SET state = 'cancelled', finished_at = p_now, lease_until = NULL
+        WHERE schedule_id = p_schedule_id AND state = 'pending';
+    END IF;
+    RETURN v_earliest;
+END;
+$$;
+
+-- An update, once the domain computed the new values from the locked row (service.domain.schedules): write
+-- them, in one round trip. With the trigger unchanged (p_next_fire_at NULL), the task is planned again from the
+-- earliest run dropped, so a changed push goes out at the instant the old one would have.
+CREATE FUNCTION update_schedule(
+    p_id uuid,
+    p_name text,
+    p_enabled boolean,
+    p_trigger jsonb,
+    p_push jsonb,
+    p_next_fire_at timestamptz,
+    p_final_fire_at timestamptz,
+    p_kind text,
+    p_zone_type smallint,
+    p_skipped_due_at timestamptz[],
+    p_skipped_offsets integer[],
+    p_now timestamptz,
+    p_wake_horizon interval
+)
+RETURNS TABLE (id uuid, app_key text, name text, enabled boolean, trigger jsonb, push jsonb,
+               created_at timestamptz, final_fire_at timestamptz)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v_earliest_dropped timestamptz := drop_obsolete_runs(p_id, NOT p_enabled, p_now);
+    v_next timestamptz := coalesce(p_next_fire_at, v_earliest_dropped);
+BEGIN
+    UPDATE schedules s
+    SET name = p_name, enabled = p_enabled, trigger = p_trigger, push = p_push,
+        next_fire_at = coalesce(v_next, s.next_fire_at), final_fire_at = coalesce(p_final_fire_at, s.final_fire_at),
+        kind = p_kind, zone_type = p_zone_type, updated_at = clock_timestamp()
+    WHERE s.id = p_id;
+    IF cardinality(p_skipped_due_at) > 0 THEN
+        INSERT INTO runs (id, schedule_id, due_at, utc_offset_minutes, state)
+        SELECT gen_random_uuid(), p_id, wave.due_at, wave.utc_offset_minutes, 'skipped'
+        FROM unnest(p_skipped_due_at, p_skipped_offsets) AS wave (due_at, utc_offset_minutes)
+        ON CONFLICT (schedule_id, due_at, utc_offset_minutes) DO NOTHING;
+    END IF;
+    IF p_enabled AND v_next IS NOT NULL AND wakes_engines(v_next, p_now, p_wake_horizon) THEN
+        PERFORM pg_notify('schedule_changes', extract(epoch FROM v_next)::text);
+    END IF;
+    RETURN QUERY
+    SELECT s.id, s.app_key, s.name, s.enabled, s.trigger, s.push, s.created_at, s.final_fire_at
+    FROM schedules s WHERE s.id = p_id;
+END;
+$$;
+
+-- A delete, in one round trip: soft-delete the task if it is valid (the row stays for its runs' history, but
+-- leaves every query of valid tasks and the engine's) and drop or cancel its runs still to go. False: no such
+-- valid task of that app.
+CREATE FUNCTION delete_schedule(p_id uuid, p_app_key text, p_now timestamptz)
+RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    UPDATE schedules s SET state = 'deleted', next_fire_at = NULL, updated_at = clock_timestamp()
+    WHERE s.id = p_id AND s.app_key = p_app_key AND schedule_is_valid(s.state, s.final_fire_at, p_now);
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM drop_obsolete_runs(p_id, true, p_now);
+    RETURN true;
+END;
+$$;
+
+-- create_schedule (sql/0003) again, with the trigger's kind and zone type as columns, the valid set from
+-- schedule_is_valid and the wake rule from wakes_engines. Same steps, same order.
 DROP FUNCTION create_schedule(uuid, text, text, boolean, jsonb, jsonb, text, timestamptz, timestamptz,
                               timestamptz, timestamptz[], integer[], boolean);
 CREATE FUNCTION create_schedule(
@@ -187,7 +275,7 @@ CREATE FUNCTION create_schedule(
     p_now timestamptz,
     p_skipped_due_at timestamptz[],
     p_skipped_offsets integer[],
-    p_notify boolean,
+    p_wake_horizon interval,
     p_kind text,
     p_zone_type smallint,
     OUT outcome text,
@@ -228,8 +316,8 @@ BEGIN
         FROM unnest(p_skipped_due_at, p_skipped_offsets) AS wave (due_at, utc_offset_minutes)
         ON CONFLICT (schedule_id, due_at, utc_offset_minutes) DO NOTHING;
     END IF;
-    -- Wakes every replica's engine on commit; the caller skips it for fires its engines will see anyway.
-    IF p_notify THEN
+    -- Wakes every replica's engine on commit, unless its engines will see the fire anyway.
+    IF wakes_engines(p_next_fire_at, p_now, p_wake_horizon) THEN
         PERFORM pg_notify('schedule_changes', extract(epoch FROM p_next_fire_at)::text);
     END IF;
     outcome := 'created';

@@ -25,13 +25,6 @@ FROM create_schedule($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14
 -- name: count_valid_schedules
 SELECT count(*) FROM schedules WHERE app_key = $1 AND schedule_is_valid(state, final_fire_at, $2);
 
--- name: insert_skipped_runs
--- zone_type 2 waves already past when the task was created or updated: recorded, never sent.
-INSERT INTO runs (id, schedule_id, due_at, utc_offset_minutes, state)
-SELECT gen_random_uuid(), $1, wave.due_at, wave.utc_offset_minutes, 'skipped'
-FROM unnest($2::timestamptz[], $3::integer[]) AS wave (due_at, utc_offset_minutes)
-ON CONFLICT (schedule_id, due_at, utc_offset_minutes) DO NOTHING;
-
 -- name: list_valid_schedules
 -- One page of an app's valid tasks, oldest created first.
 SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at
@@ -45,6 +38,14 @@ SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at
 FROM schedules
 WHERE id = $1 AND app_key = $2 AND schedule_is_valid(state, final_fire_at, $3);
 
+-- name: update_schedule
+-- Write what the domain computed from the locked row, in one round trip (sql/0005 update_schedule).
+SELECT * FROM update_schedule($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13);
+
+-- name: delete_schedule
+-- Soft delete and drop or cancel the runs still to go, in one round trip (sql/0005 delete_schedule).
+SELECT delete_schedule($1, $2, $3);
+
 -- name: lock_schedule
 -- The task an update is about, whatever its validity (an expired one answers 28100, not 404).
 SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at,
@@ -53,41 +54,12 @@ FROM schedules
 WHERE id = $1 AND app_key = $2 AND state <> 'deleted'
 FOR UPDATE;
 
--- name: update_schedule
-UPDATE schedules
-SET name = $2, enabled = $3, trigger = $4, push = $5,
-    next_fire_at = coalesce($6, next_fire_at), final_fire_at = coalesce($7, final_fire_at),
-    kind = $8, zone_type = $9, updated_at = clock_timestamp()
-WHERE id = $1
-RETURNING id, app_key, name, enabled, trigger, push, created_at, final_fire_at;
-
--- name: delete_schedule
--- Soft delete: the row stays for its runs' history, but leaves every query of valid tasks and the engine's.
-UPDATE schedules
-SET state = 'deleted', next_fire_at = NULL, updated_at = clock_timestamp()
-WHERE id = $1 AND app_key = $2 AND schedule_is_valid(state, final_fire_at, $3)
-RETURNING id;
-
 -- name: schedule_exists
 -- msg-ids answers for valid and expired tasks alike, not for deleted or other apps' ones.
 SELECT 1 FROM schedules WHERE id = $1 AND app_key = $2 AND state <> 'deleted';
 
 -- name: sent_msg_ids
 SELECT msg_id FROM runs WHERE schedule_id = $1 AND state = 'sent' ORDER BY sent_at, due_at, utc_offset_minutes;
-
--- name: notify_schedule_change
--- Wakes every replica's engine (on commit) when a task's next fire may be earlier than it planned for.
-SELECT pg_notify('schedule_changes', $1::text);
-
--- name: drop_planned_runs
--- A task changed, was disabled or deleted: the runs planned ahead from its old values go (never attempted,
--- so no history is lost); the engine holding them finds them gone when it claims them.
-DELETE FROM runs WHERE schedule_id = $1 AND state = 'planned' RETURNING due_at;
-
--- name: cancel_open_runs
--- A deleted or disabled task stops at once: its queued retries never go out.
-UPDATE runs SET state = 'cancelled', finished_at = $2, lease_until = NULL
-WHERE schedule_id = $1 AND state = 'pending';
 
 -- name: count_sends_in_flight
 -- Sends of one task that a sender holds right now (their lease still runs, by the database's clock as every

@@ -37,17 +37,12 @@ def _schedule(row: asyncpg.Record) -> types.Schedule:
     )
 
 
-async def _notify_next_fire(connection: asyncpg.Connection, next_fire_at: dt.datetime) -> None:
-    """Tell every engine (on commit) that a task now fires at `next_fire_at` (epoch seconds)."""
-    await connection.execute(SQL["notify_schedule_change"], str(next_fire_at.timestamp()))
-
-
 class ScheduleStore:
     """Every read and write of apps and schedules, each short and in its own transaction where it writes."""
 
     def __init__(self, pool: Pool, *, wake_horizon: dt.timedelta | None = None) -> None:
         self._pool = pool
-        # None: every change notifies the engines (see _wakes_engines).
+        # How far ahead a change must NOTIFY the engines (sql/0005 wakes_engines); None: every change does.
         self._wake_horizon = wake_horizon
 
     # -- apps -------------------------------------------------------------------------------------------
@@ -121,7 +116,7 @@ class ScheduleStore:
                 now,
                 [fire.due_at for fire in plan.skipped],
                 [fire.utc_offset_minutes for fire in plan.skipped],
-                self._wakes_engines(plan.next_fire_at, now),
+                self._wake_horizon,
                 values.kind,
                 values.zone_type,
             )
@@ -132,14 +127,6 @@ class ScheduleStore:
         if row["outcome"] == "no_app":
             raise errors.AuthenticationFailed()
         return types.ScheduleId(row["id"]), row["name"]
-
-    def _wakes_engines(self, next_fire_at: dt.datetime, now: dt.datetime) -> bool:
-        """Whether a change that makes a task fire at `next_fire_at` must NOTIFY the engines.
-
-        Every engine looks at the database again at least every `wake_horizon` (its longest sleep, plus how
-        far ahead it plans), so a later fire is found without a notification. NOTIFY is not free: on commit
-        it takes a database-wide lock that serializes every notifying transaction."""
-        return self._wake_horizon is None or next_fire_at <= now + self._wake_horizon
 
     @translated
     async def list_schedules(
@@ -171,7 +158,7 @@ class ScheduleStore:
         in_flight_wait: float = 0.0,
     ) -> types.Schedule:
         """Lock the task, let `apply` (the domain's rules, service.domain.schedules) compute its new values
-        from the current ones, and write them.
+        from the current ones, and write them (sql/0005 update_schedule), in one transaction.
 
         Unknown, other app's or deleted: ScheduleNotFound. No longer valid: InvalidParameter (the contract's
         28100). Disabling cancels queued retries and returns only once no send of the task is in flight (up
@@ -185,10 +172,7 @@ class ScheduleStore:
                 raise errors.InvalidParameter("schedule: has expired and can no longer be updated")
             values = apply(_schedule(row))
             plan = values.plan
-            # Fires planned ahead from the old values go; with the trigger unchanged, they are planned again
-            # (from the new push) from the earliest of them.
-            dropped = await connection.fetch(SQL["drop_planned_runs"], schedule_id)
-            next_fire_at = plan.next_fire_at if plan else min((row["due_at"] for row in dropped), default=None)
+            skipped = plan.skipped if plan else ()
             updated = await connection.fetchrow(
                 SQL["update_schedule"],
                 schedule_id,
@@ -196,22 +180,15 @@ class ScheduleStore:
                 values.enabled,
                 values.trigger,
                 values.push,
-                next_fire_at,
+                plan.next_fire_at if plan else None,
                 plan.final_fire_at if plan else None,
                 values.kind,
                 values.zone_type,
+                [fire.due_at for fire in skipped],
+                [fire.utc_offset_minutes for fire in skipped],
+                now,
+                self._wake_horizon,
             )
-            if plan is not None and plan.skipped:
-                await connection.execute(
-                    SQL["insert_skipped_runs"],
-                    schedule_id,
-                    [fire.due_at for fire in plan.skipped],
-                    [fire.utc_offset_minutes for fire in plan.skipped],
-                )
-            if next_fire_at is not None and values.enabled and self._wakes_engines(next_fire_at, now):
-                await _notify_next_fire(connection, next_fire_at)
-            if not values.enabled:
-                await connection.execute(SQL["cancel_open_runs"], schedule_id, now)
         if not values.enabled:
             await self._wait_for_sends(schedule_id, in_flight_wait)
         return _schedule(updated)
@@ -220,15 +197,14 @@ class ScheduleStore:
     async def delete_schedule(
         self, app_key: str, schedule_id: types.ScheduleId, now: dt.datetime, in_flight_wait: float = 0.0
     ) -> bool:
-        """Soft-delete a valid task and cancel its queued retries; returns once no send of it is in flight
-        (up to `in_flight_wait` seconds), so nothing fires after the call returned. False: no such task."""
-        async with self._pool.acquire() as connection, connection.transaction():
-            if await connection.fetchval(SQL["delete_schedule"], schedule_id, app_key, now) is None:
-                return False
-            await connection.execute(SQL["drop_planned_runs"], schedule_id)
-            await connection.execute(SQL["cancel_open_runs"], schedule_id, now)
-        await self._wait_for_sends(schedule_id, in_flight_wait)
-        return True
+        """Soft-delete a valid task and cancel its queued retries (sql/0005 delete_schedule); returns once no
+        send of it is in flight (up to `in_flight_wait` seconds), so nothing fires after the call returned.
+        False: no such task."""
+        async with self._pool.acquire() as connection:
+            deleted: bool = await connection.fetchval(SQL["delete_schedule"], schedule_id, app_key, now)
+        if deleted:
+            await self._wait_for_sends(schedule_id, in_flight_wait)
+        return deleted
 
     async def _wait_for_sends(self, schedule_id: types.ScheduleId, limit: float) -> None:
         """Poll until no sender holds a run of this task; a crashed sender's lease bounds it, so does `limit`.
