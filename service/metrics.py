@@ -73,11 +73,6 @@ def record_run(outcome: str, lateness_seconds: float | None) -> None:
         _child(DISPATCH_LATENESS, outcome).observe(lateness_seconds)
 
 
-def record_missed(count: int) -> None:
-    if count:
-        _child(RUNS, "missed").inc(count)
-
-
 def record_request(method: str, route: str, status: int, seconds: float) -> None:
     _child(HTTP_REQUESTS, method, route, str(status)).inc()
     _child(HTTP_LATENCY, method, route).observe(seconds)

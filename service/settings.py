@@ -61,7 +61,7 @@ class Settings(BaseSettings):
         default=2, ge=0, le=60, description="fires are planned this long before they are due; 0: when due"
     )
     engine_max_planned_ahead: int = Field(
-        default=20_000, ge=0, description="most runs planned ahead and held in memory; beyond it, planned when due"
+        default=20_000, ge=0, description="most planned runs held in memory (at least ENGINE_BATCH_SIZE)"
     )
     shutdown_timeout_seconds: float = Field(default=10, ge=0, description="SIGTERM: time to finish requests and sends")
 

@@ -59,7 +59,7 @@ class EngineConfig:
     sweep_interval: dt.timedelta = dt.timedelta(minutes=1)
     # How long before their due instant fires are planned; 0 plans each fire when it is due.
     plan_ahead: dt.timedelta = dt.timedelta(seconds=2)
-    # The most planned runs held in memory; planning waits for room beyond it.
+    # The most planned runs held in memory (at least a batch); planning waits for room beyond it.
     max_planned_ahead: int = 20_000
     # How long after its due instant a planned run waits for its planner before any engine takes it over.
     reservation: dt.timedelta = dt.timedelta(seconds=5)
@@ -89,7 +89,8 @@ class Engine:
         self.sender = Sender(backend, config.send_concurrency, config.retry, self.recorder.add, self.clock)
         self.ahead = PlannedAhead(
             queue, self.sender, self.clock, lease=config.lease, batch_size=config.batch_size,
-            capacity=config.max_planned_ahead, claim_lead_seconds=config.claim_lead_seconds,
+            # Every run goes through the heap (runs due now pass straight through): never less than a batch.
+            capacity=max(config.max_planned_ahead, config.batch_size), claim_lead_seconds=config.claim_lead_seconds,
             on_room=self.waker.poke,
         )
         self.planner = Planner(
