@@ -2,6 +2,10 @@
 testcontainers (skipped where no Docker engine answers), else an embedded PostgreSQL for the session.
 
 Every test that needs a database gets its own, created from a migrated template and dropped afterwards.
+
+Under pytest-xdist every worker is a session of its own: it starts its own embedded PostgreSQL (or
+container) in its own temporary directory, and on a shared DATABASE_URL server it migrates a template of its
+own name, since `CREATE DATABASE ... TEMPLATE` fails while another session is connected to the template.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import pytest
 
 from service.store import migrations
 
-TEMPLATE = "push_test_template"
+# "gw0", "gw1", ... under pytest-xdist; "main" when the tests run in one process.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+TEMPLATE = f"push_test_template_{WORKER}"
 
 
 def with_database(dsn: str, name: str) -> str:
@@ -129,7 +135,15 @@ def repo_root() -> pathlib.Path:
 
 
 # Measurements a test wants shown at the end of the run (case counts, timings), beside pytest's summary.
+# A test records one with `record_property(MEASURED, line)`: the property travels with the test's report, so
+# it reaches the process that prints the summary also when the test ran in a pytest-xdist worker.
+MEASURED = "measured"
 SUMMARY: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        SUMMARY.extend(str(value) for name, value in report.user_properties if name == MEASURED)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -20,10 +20,11 @@ import json
 import os
 import re
 import subprocess
+from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import SUMMARY
+from tests.conftest import MEASURED
 from tests.contract.conftest import RunningService, tool, tool_env
 from tests.integration.test_cli_and_serve import ROOT
 
@@ -31,10 +32,14 @@ MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "300"))
 SEED = os.environ.get("SCHEMATHESIS_SEED", "20261123")
 # The run's closing line: "Test cases:\n  1910 generated, 1910 passed" (or "..., N found N unique failures").
 _CASES = re.compile(r"Test cases:\s*\n\s*(\d+) generated, (.*)")
+# Under pytest-xdist both contract tests run on one worker, so they share one service process.
+pytestmark = pytest.mark.xdist_group("contract")
 
 
 @pytest.mark.timeout(600)
-def test_openapi_contract_holds_under_schemathesis(running_service: RunningService, tmp_path: object) -> None:
+def test_openapi_contract_holds_under_schemathesis(
+    running_service: RunningService, tmp_path: object, record_property: Callable[[str, object], None]
+) -> None:
     credentials = running_service.credentials
     command = [
         tool("st"), "run", str(ROOT / "openapi.yaml"),
@@ -57,7 +62,7 @@ def test_openapi_contract_holds_under_schemathesis(running_service: RunningServi
     cases = _CASES.search(output)
     assert cases is not None, output
     summary = f"schemathesis: {cases.group(1)} cases generated, {cases.group(2)} (max {MAX_EXAMPLES} per operation, seed {SEED})"
-    SUMMARY.append(summary)
+    record_property(MEASURED, summary)
     assert result.returncode == 0, output
     assert int(cases.group(1)) >= 500, output  # all four phases ran over all ten operations
 

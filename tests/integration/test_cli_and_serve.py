@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -20,7 +21,7 @@ import pytest
 
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import SUMMARY
+from tests.conftest import MEASURED
 from tests.integration.conftest import future_time, schedule_body
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -158,7 +159,9 @@ def postgres_processes(data_dir: pathlib.Path) -> list[int]:
     ]
 
 
-async def test_sigterm_finishes_the_request_in_flight_then_stops_everything(tmp_path: pathlib.Path) -> None:
+async def test_sigterm_finishes_the_request_in_flight_then_stops_everything(
+    tmp_path: pathlib.Path, record_property: Callable[[str, object], None]
+) -> None:
     """SIGTERM while a create is mid-body: the listener closes, the request still completes 200, the
     process exits 0 and the embedded PostgreSQL is gone. The shutdown time is measured and bounded."""
     port = free_port()
@@ -220,4 +223,4 @@ async def test_sigterm_finishes_the_request_in_flight_then_stops_everything(tmp_
     assert events[-1]["event"] == "stopped"
     # 0.5 s of the client's own pause, the request, the engine stop, the pool and a fast PostgreSQL stop.
     assert shutdown_seconds < 8, shutdown_seconds
-    SUMMARY.append(f"shutdown: SIGTERM with a request in flight to exit 0, PostgreSQL stopped: {shutdown_seconds:.2f} s")
+    record_property(MEASURED, f"shutdown: SIGTERM with a request in flight to exit 0, PostgreSQL stopped: {shutdown_seconds:.2f} s")
