@@ -16,14 +16,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python -m service
 
-# pytest-xdist workers, each with its own PostgreSQL (tests/conftest.py). Most of the suite waits on the
-# clock (fires due in a second or two), so more workers than cores pay off; PYTEST_WORKERS=0 runs in one
-# process. loadgroup keeps the tests marked xdist_group("contract") on one worker, with one service process.
+# pytest-xdist workers, each with its own PostgreSQL (tests/conftest.py, which also keeps tests/contract on
+# one worker). Most of the suite waits on the clock (fires due in a second or two), so more workers than
+# cores pay off; PYTEST_WORKERS=0 runs in one process.
 PYTEST_WORKERS ?= 2
 
 test: $(STAMP)
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # Only the contract from outside (schemathesis, the generated client); `make test` runs it too.
 contract: $(STAMP)

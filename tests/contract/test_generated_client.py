@@ -19,8 +19,6 @@ from tests.integration.conftest import future_time, schedule_body
 from tests.integration.test_cli_and_serve import ROOT, cli_env, run_cli
 
 PACKAGE = "push_schedule_client"
-# Under pytest-xdist both contract tests run on one worker, so they share one service process.
-pytestmark = pytest.mark.xdist_group("contract")
 
 
 @pytest.fixture(scope="module")

@@ -32,8 +32,6 @@ MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "300"))
 SEED = os.environ.get("SCHEMATHESIS_SEED", "20261123")
 # The run's closing line: "Test cases:\n  1910 generated, 1910 passed" (or "..., N found N unique failures").
 _CASES = re.compile(r"Test cases:\s*\n\s*(\d+) generated, (.*)")
-# Under pytest-xdist both contract tests run on one worker, so they share one service process.
-pytestmark = pytest.mark.xdist_group("contract")
 
 
 @pytest.mark.timeout(600)
