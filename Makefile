@@ -24,8 +24,14 @@ lint: $(STAMP)
 	$(BIN)/mypy service/domain service/store service/engine
 	$(BIN)/lint-imports
 
+# pytest-xdist workers, each with its own PostgreSQL (tests/conftest.py, which also keeps tests/contract on
+# one worker). 3 on a 2-core machine: the contract tests keep one worker busy for about a minute, mostly on
+# CPU, while the rest of the suite mostly waits on the clock (fires due in a second or two) and shares the
+# other two. PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 3
+
 test: lint
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # Only the contract from outside (schemathesis, the generated client); `make test` runs it too.
 contract: $(STAMP)

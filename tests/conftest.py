@@ -2,6 +2,11 @@
 testcontainers (skipped where no Docker engine answers), else an embedded PostgreSQL for the session.
 
 Every test that needs a database gets its own, created from a migrated template and dropped afterwards.
+
+Under pytest-xdist every worker is a session of its own: it starts its own embedded PostgreSQL (or
+container) in its own temporary directory, and on a shared DATABASE_URL server it migrates a template of its
+own name, since `CREATE DATABASE ... TEMPLATE` fails while another session is connected to the template.
+Tests are handed out one at a time, except those under a directory of SAME_WORKER (see the scheduler below).
 """
 
 from __future__ import annotations
@@ -14,13 +19,16 @@ import urllib.parse
 import uuid
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import asyncpg
 import pytest
 
 from service.store import migrations
 
-TEMPLATE = "push_test_template"
+# "gw0", "gw1", ... under pytest-xdist; "main" when the tests run in one process.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+TEMPLATE = f"push_test_template_{WORKER}"
 
 
 def with_database(dsn: str, name: str) -> str:
@@ -128,8 +136,40 @@ def repo_root() -> pathlib.Path:
     return pathlib.Path(__file__).resolve().parents[1]
 
 
+# Under pytest-xdist, the tests under these directories all run on one worker: tests/contract's session
+# fixture starts one `python -m service` process for both its tests, so they should not start one each.
+SAME_WORKER = ("tests/contract/",)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist load` (what `-n` does by default), but SAME_WORKER directories go to one worker together.
+
+    Not xdist_group marks with `--dist loadgroup`: on pytest 9.2 that grouping silently stops
+    (pytest-xdist issue #1386), and the controller, which schedules, sees only node ids, no marks.
+    """
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class KeepTogether(LoadScopeScheduling):
+        # Units are handed out largest first (--loadscope-reorder, on by default), so the contract tests,
+        # the longest, start at once, and the single tests follow in the order they were collected.
+        def _split_scope(self, nodeid: str) -> str:
+            return next((directory for directory in SAME_WORKER if nodeid.startswith(directory)), nodeid)
+
+    return KeepTogether(config, log)
+
+
 # Measurements a test wants shown at the end of the run (case counts, timings), beside pytest's summary.
+# A test records one with `record_property(MEASURED, line)`: the property travels with the test's report, so
+# it reaches the process that prints the summary also when the test ran in a pytest-xdist worker.
+MEASURED = "measured"
 SUMMARY: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        SUMMARY.extend(str(value) for name, value in report.user_properties if name == MEASURED)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

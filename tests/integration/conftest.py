@@ -257,6 +257,25 @@ async def fetch(database_url: str, query: str, *args: Any) -> list[asyncpg.Recor
         await connection.close()
 
 
+# A run in one of these states has no recorded outcome yet; every other state is final.
+OPEN_RUN_STATES = ("planned", "pending", "sending")
+
+
+async def runs_settled(database_url: str, count: int) -> bool:
+    """For `eventually`: at least `count` runs exist and none is still open, so every outcome is recorded."""
+    [row] = await fetch(
+        database_url,
+        "SELECT count(*) AS runs, count(*) FILTER (WHERE state = ANY($1::text[])) AS open FROM runs",
+        list(OPEN_RUN_STATES),
+    )
+    return row["runs"] >= count and row["open"] == 0
+
+
+async def sent_msg_ids(api: Api, schedule_id: str) -> list[str]:
+    """For `eventually`: a task's msg-ids, empty until the result of its first send is recorded."""
+    return (await api.msg_ids(schedule_id)).json["msgids"]
+
+
 def future_time(seconds: float = 3600, zone: dt.tzinfo = dt.timezone.utc) -> str:
     instant = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)
     return instant.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")

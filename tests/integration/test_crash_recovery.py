@@ -14,9 +14,10 @@ import pytest
 from service import admin
 from service.store.stores import Stores
 from tests.bulk import bulk_schedules
-from tests.integration.conftest import fetch, next_whole_second
+from tests.integration.conftest import fetch, next_whole_second, runs_settled
 from tests.integration.test_cli_and_serve import cli_env, free_port
 from tests.standin import StandIn
+from tests.waiting import eventually
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BURST = 2000
@@ -71,10 +72,12 @@ async def test_sigkill_mid_burst_loses_nothing(database_url: str, slow_standin: 
     second = await spawn(database_url, slow_standin.url, tmp_path)
     try:
         await slow_standin.wait_for(BURST, timeout=60)
-        deadline = asyncio.get_running_loop().time() + 30
-        while len({d.cid for d in slow_standin.delivered()}) < BURST and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(1.0)  # let the results be recorded
+
+        async def every_run_delivered() -> bool:
+            return len({d.cid for d in slow_standin.delivered()}) >= BURST
+
+        await eventually(every_run_delivered, timeout=30, what=f"{BURST} distinct runs delivered")
+        await eventually(lambda: runs_settled(database_url, BURST), what="every run's outcome recorded")
     finally:
         second.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(second.wait(), timeout=30) == 0
@@ -95,9 +98,12 @@ async def test_sigterm_mid_burst_exits_cleanly_and_hands_back_sends(database_url
     try:
         await bulk_schedules(database_url, await burst_app(database_url), next_whole_second(1.5), 50)
         process = await spawn(database_url, stalling.url, tmp_path, SEND_TIMEOUT_SECONDS="10")
-        deadline = asyncio.get_running_loop().time() + 20
-        while stalling.arrived < 20 and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.05)
+
+        async def sends_in_flight() -> bool:
+            return stalling.arrived >= 20
+
+        await eventually(sends_in_flight, timeout=20, what="20 sends in flight")
+        # Proves a negative, so a bounded wait: no 21st send starts while the first 20 stall.
         await asyncio.sleep(0.3)
         # 20 sends in flight (the concurrency), none answered; the other 30 planned runs wait for a slot.
         assert (stalling.arrived, len(stalling.deliveries)) == (20, 0)

@@ -29,11 +29,14 @@ from tests.integration.conftest import (
     fetch,
     future_time,
     next_whole_second,
+    runs_settled,
     schedule_body,
+    sent_msg_ids,
     start_service,
     wall_at,
 )
 from tests.standin import StandIn
+from tests.waiting import eventually
 
 
 async def test_task_due_in_a_second_arrives_on_time(dispatching_service: Service, standin: StandIn) -> None:
@@ -53,7 +56,8 @@ async def test_task_due_in_a_second_arrives_on_time(dispatching_service: Service
     expected["body"]["options"].pop("cid")
     assert sent == expected
     assert "X-Push-Utc-Offset" not in delivery.headers
-    await asyncio.sleep(0.2)  # results are recorded in batches just after the send
+    # Results are recorded in batches just after the send.
+    await eventually(lambda: sent_msg_ids(api, schedule_id), what="the send's result recorded")
     ids = (await api.msg_ids(schedule_id)).json
     assert ids == {"count": 1, "msgids": [delivery.msg_id], "MsgIds": [delivery.msg_id]}
     # Fired once: the task has expired.
@@ -66,7 +70,19 @@ async def test_notify_wakes_a_sleeping_engine(database_url: str, tmp_path: pathl
     settings = engine_settings(database_url, tmp_path, standin.url, engine_max_idle_seconds=60)
     service = await start_service(settings, aiohttp_server, session)
     api = await service.new_app()
-    await asyncio.sleep(0.5)  # the engine has found nothing due and sleeps
+
+    async def engine_listens() -> bool:
+        rows = await fetch(
+            database_url,
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'",
+        )
+        return bool(rows)
+
+    # Only once its LISTEN connection is up does the engine sleep up to 60 s (before, at most 0.5 s).
+    await eventually(engine_listens, what="the engine's LISTEN connection")
+    # It then looks once more, finds nothing due and goes to sleep. Nothing outside the engine shows that
+    # moment, so this stays a bounded wait.
+    await asyncio.sleep(0.5)
     due = next_whole_second(1.0)
     await api.create(schedule_body(time=wall_at(due)))
     [delivery] = await standin.wait_for(1, timeout=10)
@@ -79,17 +95,32 @@ async def test_only_fires_within_the_wake_horizon_notify(api: Api, database_url:
     received: list[str] = []
     listener = await asyncpg.connect(database_url)
     await listener.add_listener(database.NOTIFY_CHANNEL, lambda *args: received.append(args[-1]))
+    sentinels = 0
+
+    async def notified_so_far() -> list[float]:
+        """The service's notifications committed before this call. PostgreSQL delivers notifications in
+        commit order, so once a sentinel sent now has arrived, every earlier one has too, and none that
+        should not exist can still come."""
+        nonlocal sentinels
+        sentinels += 1
+        sentinel = f"sentinel-{sentinels}"  # not a number: the service's engines wake once and ignore it
+
+        async def arrived() -> bool:
+            return sentinel in received
+
+        await fetch(database_url, "SELECT pg_notify($1, $2)", database.NOTIFY_CHANNEL, sentinel)
+        await eventually(arrived, what=f"the {sentinel} notification")
+        return [float(payload) for payload in received if not payload.startswith("sentinel-")]
+
     try:
         far = (await api.create(schedule_body(time=future_time(3600)))).json["schedule_id"]
         near_due = dt.datetime.now(UTC).replace(microsecond=0) + dt.timedelta(seconds=3)
         await api.create(schedule_body(time=wall_at(near_due)))
-        await asyncio.sleep(0.3)
-        assert [float(payload) for payload in received] == [near_due.timestamp()]
+        assert await notified_so_far() == [near_due.timestamp()]
         moved_due = near_due + dt.timedelta(seconds=1)
         assert (await api.update(far, {"trigger": {"single": {"time": wall_at(moved_due)}}})).status == 200
         assert (await api.update(far, {"trigger": {"single": {"time": future_time(7200)}}})).status == 200
-        await asyncio.sleep(0.3)
-        assert [float(payload) for payload in received] == [near_due.timestamp(), moved_due.timestamp()]
+        assert await notified_so_far() == [near_due.timestamp(), moved_due.timestamp()]
     finally:
         await listener.close()
 
@@ -103,7 +134,7 @@ async def test_zone_type_2_first_wave(dispatching_service: Service, standin: Sta
     [delivery] = await standin.wait_for(1, timeout=10)
     assert delivery.headers["X-Push-Utc-Offset"] == "+14:00"
     assert 0 <= delivery.received_at - first_wave.timestamp() < 0.5
-    await asyncio.sleep(0.3)
+    await eventually(lambda: sent_msg_ids(api, schedule_id), what="the send's result recorded")
     assert (await api.msg_ids(schedule_id)).json["msgids"] == [delivery.msg_id]
     # Valid until its last wave (UTC-12, 26 h later): still listed and readable.
     assert (await api.get(schedule_id)).status == 200
@@ -120,11 +151,13 @@ async def test_delete_disable_and_time_change_just_before_due(dispatching_servic
         body = schedule_body(time=wall_at(due), name=name)
         body["push"]["request_id"] = name
         ids[name] = (await api.create(body)).json["schedule_id"]
-    await asyncio.sleep(max(0.0, due.timestamp() - time.time() - 0.25))
+    await asyncio.sleep(max(0.0, due.timestamp() - time.time() - 0.25))  # the changes land just before due
     assert (await api.delete(ids["deleted"])).status == 200
     assert (await api.update(ids["disabled"], {"enabled": False})).status == 200
     later = wall_at(due + dt.timedelta(hours=1))
     assert (await api.update(ids["moved"], {"trigger": {"single": {"time": later, "zone_type": 1}}})).status == 200
+    # Proves a negative, so a bounded wait: whatever the changes failed to stop arrives with the control
+    # push, all due at the same instant; the wait ends early only when a second push arrives.
     await standin.wait_for(2, timeout=2.0)
     assert [delivery.body["request_id"] for delivery in standin.deliveries] == ["control"]
     # The disabled task's time passed while it was disabled: it expired unfired.
@@ -149,7 +182,7 @@ async def test_backend_failures_end_sent_and_400_fails_at_once(dispatching_servi
         body["push"]["custom_args"] = {"standin": script}
         ids[name] = (await api.create(body)).json["schedule_id"]
     await standin.wait_for(4, timeout=20)
-    await asyncio.sleep(0.5)
+    await eventually(lambda: runs_settled(database_url, len(scripts)), what="every run's outcome recorded")
     runs = {
         row["name"]: row
         for row in await fetch(
@@ -194,8 +227,18 @@ async def test_engines_deliver_each_task_once(
     due_in: float,
 ) -> None:
     count = 3000
+    # Nothing fails here, so no send may time out and no lease run out: engine_settings' 1 s send timeout and
+    # 2 s lease (short, for the failure paths) are less than 200 sends at once can take on a busy machine, and
+    # a send that timed out or whose lease ran out is sent again by design (at least once, under the same
+    # key). That is not what this test is about.
     settings = engine_settings(
-        database_url, tmp_path, standin.url, engine_planners=planners, engine_batch_size=batch_size
+        database_url,
+        tmp_path,
+        standin.url,
+        engine_planners=planners,
+        engine_batch_size=batch_size,
+        send_timeout_seconds=10.0,
+        lease_seconds=30.0,
     )
     stores = await Stores.open(database_url, api_pool_size=2, engine_pool_size=30)
     try:
@@ -209,7 +252,9 @@ async def test_engines_deliver_each_task_once(
             await engine.start()
         try:
             delivered = await standin.wait_for(count, timeout=60)
-            await asyncio.sleep(1.0)  # anything doubled would arrive by now
+            await eventually(lambda: runs_settled(database_url, count), what="every run's outcome recorded")
+            # Proves a negative, so a bounded wait: anything doubled would arrive by now.
+            await asyncio.sleep(1.0)
         finally:
             for engine in engines:
                 await engine.stop()
@@ -257,6 +302,8 @@ async def test_downtime_late_within_grace_is_sent_older_is_missed(database_url: 
     await bulk_schedules(database_url, app.app.app_key, now - dt.timedelta(minutes=10), 1)
     await start_service(engine_settings(database_url, tmp_path, standin.url, misfire_grace=300), aiohttp_server, session)
     [delivery] = await standin.wait_for(1, timeout=10)
+    await eventually(lambda: runs_settled(database_url, 2), what="both runs' outcomes recorded")
+    # Proves a negative, so a bounded wait: the missed task is not sent after all, nor the other twice.
     await asyncio.sleep(0.5)
     assert len(standin.deliveries) == 1
     runs = await fetch(database_url, "SELECT due_at, state, msg_id FROM runs ORDER BY due_at")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import shutil
+import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -14,10 +16,14 @@ from tests.conftest import _admin, with_database
 
 
 @pytest.fixture
-async def empty_database(postgres_server_dsn: str) -> str:
-    name = "t_empty_migrations"
-    await _admin(postgres_server_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}")
-    return with_database(postgres_server_dsn, name)
+async def empty_database(postgres_server_dsn: str) -> AsyncIterator[str]:
+    """A database nothing has migrated yet, named apart from every other worker's on a shared server."""
+    name = f"t_empty_{uuid.uuid4().hex[:16]}"
+    await _admin(postgres_server_dsn, f"CREATE DATABASE {name}")
+    try:
+        yield with_database(postgres_server_dsn, name)
+    finally:
+        await _admin(postgres_server_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 async def test_concurrent_migrations_apply_each_file_once(empty_database: str) -> None:

@@ -21,10 +21,19 @@ from service.api import keys
 from service.app import create_app, drain
 from service.settings import Settings
 from service.store import migrations
-from tests.integration.conftest import Api, Service, engine_settings, next_whole_second, schedule_body, wall_at
+from tests.integration.conftest import (
+    Api,
+    Service,
+    engine_settings,
+    next_whole_second,
+    schedule_body,
+    sent_msg_ids,
+    wall_at,
+)
 from tests.integration.dbproxy import DatabaseProxy
 from tests.integration.test_cli_and_serve import ROOT, cli_env
 from tests.standin import StandIn
+from tests.waiting import eventually
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -64,6 +73,7 @@ async def test_drain_waits_for_requests_in_flight_and_says_draining(service: Ser
     assert reply.headers["Connection"] == "close"  # answers while draining send clients elsewhere
     assert (await api.get(created)).status == 200  # still served meanwhile
     finishing = asyncio.create_task(drain(service.app, timeout=5))
+    # Proves a negative, so a bounded wait: drain does not return while our request is in flight.
     await asyncio.sleep(0.05)
     assert not finishing.done()
     lifecycle.request_finished()
@@ -190,12 +200,7 @@ async def test_dispatch_metrics_and_structured_logs(
             body = schedule_body(time=wall_at(due))
             body["push"]["custom_args"] = {"standin": {"fail_times": 1, "status": 500}}
             schedule_id = (await api.create(body)).json["schedule_id"]
-            for _ in range(200):
-                if (await api.msg_ids(schedule_id)).json["count"] == 1:
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("the push was never sent")
+            await eventually(lambda: sent_msg_ids(api, schedule_id), what="the push sent")
             after = samples(await scrape(api))
     finally:
         await standin.stop()

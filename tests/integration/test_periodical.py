@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import Any
 
-from tests.integration.conftest import UTC, Api, Service, future_time, next_whole_second, schedule_body, wall_at
+from tests.integration.conftest import (
+    UTC,
+    Api,
+    Service,
+    future_time,
+    next_whole_second,
+    schedule_body,
+    sent_msg_ids,
+    wall_at,
+)
 from tests.standin import StandIn
+from tests.waiting import eventually
 
 
 def periodical(start: dt.datetime, end: dt.datetime, time: str, **fields: Any) -> dict[str, Any]:
@@ -55,7 +64,7 @@ async def test_one_day_span_fires_its_occurrence_then_expires(dispatching_servic
     schedule_id = (await api.create(schedule_body(trigger=trigger))).json["schedule_id"]
     [delivery] = await standin.wait_for(1, timeout=10)
     assert 0 <= delivery.received_at - first.timestamp() < 0.5
-    await asyncio.sleep(0.3)
+    await eventually(lambda: sent_msg_ids(api, schedule_id), what="the send's result recorded")
     assert (await api.msg_ids(schedule_id)).json["msgids"] == [delivery.msg_id]
     assert (await api.get(schedule_id)).status == 404  # its last occurrence fired: expired
 
@@ -69,6 +78,6 @@ async def test_periodical_zone_type_2_first_wave_and_stays_valid(dispatching_ser
     [delivery] = await standin.wait_for(1, timeout=10)
     assert delivery.headers["X-Push-Utc-Offset"] == "+14:00"
     assert 0 <= delivery.received_at - first_wave.timestamp() < 0.5
-    await asyncio.sleep(0.3)
+    await eventually(lambda: sent_msg_ids(api, schedule_id), what="the send's result recorded")
     assert (await api.msg_ids(schedule_id)).json["count"] == 1
     assert (await api.get(schedule_id)).status == 200

@@ -23,7 +23,7 @@ def test_found_and_unknown_keys_are_both_remembered() -> None:
 def test_entries_expire() -> None:
     cache = keys.CredentialCache(ttl_seconds=0.05)
     cache.put("k", (APP, b"digest"))
-    time.sleep(0.06)
+    time.sleep(0.06)  # the TTL running out is the event under test, not something to wait for
     assert cache.get("k") == (False, None)
 
 
