@@ -197,6 +197,15 @@ BEGIN
 END;
 $$;
 
+-- zone_type 2 waves already past when a task is created or its trigger changed: recorded, never sent.
+CREATE FUNCTION record_skipped_waves(p_schedule_id uuid, p_due_at timestamptz[], p_offsets integer[])
+RETURNS void LANGUAGE sql VOLATILE AS $$
+    INSERT INTO runs (id, schedule_id, due_at, utc_offset_minutes, state)
+    SELECT gen_random_uuid(), p_schedule_id, wave.due_at, wave.utc_offset_minutes, 'skipped'
+    FROM unnest(p_due_at, p_offsets) AS wave (due_at, utc_offset_minutes)
+    ON CONFLICT (schedule_id, due_at, utc_offset_minutes) DO NOTHING
+$$;
+
 -- An update, once the domain computed the new values from the locked row (service.domain.schedules): write
 -- them, in one round trip. With the trigger unchanged (p_next_fire_at NULL), the task is planned again from the
 -- earliest run dropped, so a changed push goes out at the instant the old one would have.
@@ -227,12 +236,7 @@ BEGIN
         next_fire_at = coalesce(v_next, s.next_fire_at), final_fire_at = coalesce(p_final_fire_at, s.final_fire_at),
         kind = p_kind, zone_type = p_zone_type, updated_at = clock_timestamp()
     WHERE s.id = p_id;
-    IF cardinality(p_skipped_due_at) > 0 THEN
-        INSERT INTO runs (id, schedule_id, due_at, utc_offset_minutes, state)
-        SELECT gen_random_uuid(), p_id, wave.due_at, wave.utc_offset_minutes, 'skipped'
-        FROM unnest(p_skipped_due_at, p_skipped_offsets) AS wave (due_at, utc_offset_minutes)
-        ON CONFLICT (schedule_id, due_at, utc_offset_minutes) DO NOTHING;
-    END IF;
+    PERFORM record_skipped_waves(p_id, p_skipped_due_at, p_skipped_offsets);
     IF p_enabled AND v_next IS NOT NULL AND wakes_engines(v_next, p_now, p_wake_horizon) THEN
         PERFORM pg_notify('schedule_changes', extract(epoch FROM v_next)::text);
     END IF;
@@ -309,13 +313,7 @@ BEGIN
     INSERT INTO schedules (id, app_key, name, enabled, trigger, push, cid, next_fire_at, final_fire_at, kind, zone_type)
     VALUES (p_id, p_app_key, p_name, p_enabled, p_trigger, p_push, p_cid, p_next_fire_at, p_final_fire_at,
             p_kind, p_zone_type);
-    -- zone_type 2 waves already past at creation: recorded, never sent.
-    IF cardinality(p_skipped_due_at) > 0 THEN
-        INSERT INTO runs (id, schedule_id, due_at, utc_offset_minutes, state)
-        SELECT gen_random_uuid(), p_id, wave.due_at, wave.utc_offset_minutes, 'skipped'
-        FROM unnest(p_skipped_due_at, p_skipped_offsets) AS wave (due_at, utc_offset_minutes)
-        ON CONFLICT (schedule_id, due_at, utc_offset_minutes) DO NOTHING;
-    END IF;
+    PERFORM record_skipped_waves(p_id, p_skipped_due_at, p_skipped_offsets);
     -- Wakes every replica's engine on commit, unless its engines will see the fire anyway.
     IF wakes_engines(p_next_fire_at, p_now, p_wake_horizon) THEN
         PERFORM pg_notify('schedule_changes', extract(epoch FROM p_next_fire_at)::text);

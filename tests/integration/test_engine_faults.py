@@ -9,6 +9,7 @@ by rows put where a crashed replica would have left them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import pathlib
 import time
@@ -26,6 +27,7 @@ from service.app import create_app, engine_config, make_backend
 from service.domain import credentials
 from service.engine import dispatcher
 from service.engine.clock import Clock
+from service.settings import Settings
 from service.store.runqueue import RunQueue
 from service.store.stores import Stores
 from tests.bulk import bulk_schedules
@@ -66,6 +68,34 @@ async def stores(database_url: str) -> AsyncIterator[Stores]:
     await opened.close()
 
 
+@contextlib.asynccontextmanager
+async def running(
+    queue: RunQueue, settings: Settings, config: dispatcher.EngineConfig | None = None, clock: Clock | None = None
+) -> AsyncIterator[dispatcher.Engine]:
+    """An engine on `queue` with `settings`, started for the block and stopped after it."""
+    engine = dispatcher.Engine(queue, make_backend(settings), config or engine_config(settings), clock=clock)
+    await engine.start()
+    try:
+        yield engine
+    finally:
+        await engine.stop()
+
+
+@contextlib.asynccontextmanager
+async def standing_in(standin: StandIn) -> AsyncIterator[StandIn]:
+    """A stand-in push API of its own (a slow, hanging or hostile one), serving for the block."""
+    await standin.start()
+    try:
+        yield standin
+    finally:
+        await standin.stop()
+
+
+async def _all_sent(database_url: str, count: int, timeout: float = 15) -> None:
+    await eventually(lambda: _states(database_url), f"all {count} runs recorded sent",
+                     until=lambda states: states == {"sent": count}, timeout=timeout)
+
+
 async def _app_key(stores: Stores) -> str:
     return (await admin.register_app(stores.schedules, "faults", "UTC", 100_000)).app.app_key
 
@@ -82,18 +112,12 @@ async def test_an_exception_in_the_recorder_and_in_the_fire_loop_loses_nothing(
     count = 40
     assert stores.runs is not None
     queue = FaultyQueue(stores.runs, {"record_results": 2, "claim_planned": 1})
-    settings = engine_settings(database_url, tmp_path, standin.url)
-    engine = dispatcher.Engine(queue, make_backend(settings), engine_config(settings))
     await bulk_schedules(database_url, await _app_key(stores), next_whole_second(1.5), count)
-    await engine.start()
-    try:
+    async with running(queue, engine_settings(database_url, tmp_path, standin.url)) as engine:
         await eventually(lambda: queue.raised.get("claim_planned") == 1, "the fire loop's claim raised")
         await eventually(lambda: engine.problem() is not None or engine.supervisor.restarts.get("fire"),
                          "the crashed loop is reported down")
-        await eventually(lambda: _states(database_url), "every run is recorded sent",
-                         until=lambda states: states == {"sent": count}, timeout=30)
-    finally:
-        await engine.stop()
+        await _all_sent(database_url, count, timeout=30)
     assert queue.raised == {"record_results": 2, "claim_planned": 1}
     assert engine.supervisor.restarts == {"fire": 1}  # the recorder kept its batch and tried again instead
     assert engine.problem() is None
@@ -122,21 +146,11 @@ async def test_text_from_the_push_api_that_postgresql_cannot_store_is_recorded(
     database_url: str, tmp_path: pathlib.Path, stores: Stores
 ) -> None:
     """Defect 1: a msg_id with NUL or a lone surrogate failed the whole batch of results, forever."""
+    assert stores.runs is not None
+    await bulk_schedules(database_url, await _app_key(stores), next_whole_second(1.0), 3)
     nasty = StandIn(msg_id_for=lambda n: f"id-{n}\x00\ud800")
-    await nasty.start()
-    try:
-        settings = engine_settings(database_url, tmp_path, nasty.url)
-        assert stores.runs is not None
-        engine = dispatcher.Engine(stores.runs, make_backend(settings), engine_config(settings))
-        await bulk_schedules(database_url, await _app_key(stores), next_whole_second(1.0), 3)
-        await engine.start()
-        try:
-            await eventually(lambda: _states(database_url), "every run is recorded sent",
-                             until=lambda states: states == {"sent": 3}, timeout=15)
-        finally:
-            await engine.stop()
-    finally:
-        await nasty.stop()
+    async with standing_in(nasty), running(stores.runs, engine_settings(database_url, tmp_path, nasty.url)):
+        await _all_sent(database_url, 3)
     msg_ids = [row["msg_id"] for row in await fetch(database_url, "SELECT msg_id FROM runs")]
     assert all(msg_id.startswith("id-") and "\\u0000" in msg_id and "\\ud800" in msg_id for msg_id in msg_ids)
 
@@ -146,24 +160,15 @@ async def test_no_lease_runs_out_while_runs_wait_for_a_send_slot(
 ) -> None:
     """Defect 3: a tick leased a whole batch for 5 slots; runs past the first few leases' worth expired in the
     queue and were sent twice. Now: 40 runs, 5 slots, 0.5 s per send, a 2 s lease: no resend at all."""
-    slow = StandIn(delay_seconds=0.5)
-    await slow.start()
-    try:
+    assert stores.runs is not None
+    await bulk_schedules(database_url, await _app_key(stores), next_whole_second(1.0), 40)
+    async with standing_in(StandIn(delay_seconds=0.5)) as slow:
         settings = engine_settings(database_url, tmp_path, slow.url, send_concurrency=5, lease_seconds=2.0,
                                    send_timeout_seconds=0.6)
         config = engine_config(settings)
         assert config.lease == dt.timedelta(seconds=2)
-        assert stores.runs is not None
-        engine = dispatcher.Engine(stores.runs, make_backend(settings), config)
-        await bulk_schedules(database_url, await _app_key(stores), next_whole_second(1.0), 40)
-        await engine.start()
-        try:
-            await eventually(lambda: _states(database_url), "every run is recorded sent",
-                             until=lambda states: states == {"sent": 40}, timeout=30)
-        finally:
-            await engine.stop()
-    finally:
-        await slow.stop()
+        async with running(stores.runs, settings, config):
+            await _all_sent(database_url, 40, timeout=30)
     assert max(slow.attempts.values()) == 1 and len(slow.deliveries) == 40
     attempts = await fetch(database_url, "SELECT max(attempts) AS most FROM runs")
     assert attempts[0]["most"] == 1
@@ -246,16 +251,11 @@ async def test_a_task_that_cannot_be_planned_leaves_the_valid_set(
     )
     await fetch(database_url, "UPDATE apps SET time_zone = 'Nowhere/Gone' WHERE app_key = $1", app_key)
     assert stores.runs is not None
-    settings = engine_settings(database_url, tmp_path, standin.url)
-    engine = dispatcher.Engine(stores.runs, make_backend(settings), engine_config(settings))
-    await engine.start()
-    try:
+    async with running(stores.runs, engine_settings(database_url, tmp_path, standin.url)):
         rows = await eventually(
             lambda: fetch(database_url, "SELECT state, stopped_reason FROM schedules WHERE id = $1", schedule_id),
             "the task is stopped", until=lambda rows: rows[0]["state"] != "active",
         )
-    finally:
-        await engine.stop()
     assert rows[0]["state"] == "expired" and "Nowhere/Gone" in rows[0]["stopped_reason"]
     valid = await fetch(database_url, "SELECT count(*) AS n FROM schedules WHERE schedule_is_valid(state, final_fire_at, now())")
     assert valid[0]["n"] == 0
@@ -282,13 +282,9 @@ async def test_a_decryption_failure_is_retried_not_failed(database_url: str, tmp
     settings = engine_settings(database_url, tmp_path, standin.url, push_credentials_key=credentials.new_encryption_key())
     await bulk_schedules(database_url, created.app.app_key, next_whole_second(0.5), 1)
     assert stores.runs is not None
-    engine = dispatcher.Engine(stores.runs, make_backend(settings), engine_config(settings))
-    await engine.start()
-    try:
+    async with running(stores.runs, settings):
         rows = await eventually(lambda: fetch(database_url, "SELECT state, error FROM runs"), "the send was tried",
                                 until=lambda rows: rows and rows[0]["error"])
-    finally:
-        await engine.stop()
     assert rows[0]["state"] in ("pending", "sending") and "cannot be decrypted" in rows[0]["error"]
 
 
@@ -328,16 +324,12 @@ async def test_a_replica_whose_clock_is_fast_still_sends_on_the_databases_time(
     database_url: str, tmp_path: pathlib.Path, standin: StandIn, stores: Stores
 ) -> None:
     """Defect 5: leases, claims and sends went by each replica's own clock; 5 s fast meant 5 s early."""
-    settings = engine_settings(database_url, tmp_path, standin.url)
     assert stores.runs is not None
-    engine = dispatcher.Engine(stores.runs, make_backend(settings), engine_config(settings), clock=FastClock())
     due = next_whole_second(3.0)
     await bulk_schedules(database_url, await _app_key(stores), due, 5)
-    await engine.start()
-    try:
+    settings = engine_settings(database_url, tmp_path, standin.url)
+    async with running(stores.runs, settings, clock=FastClock()) as engine:
         delivered = await standin.wait_for(5, timeout=15)
-    finally:
-        await engine.stop()
     assert abs(engine.clock.offset + 5.0) < 0.1
     # On time by the database's clock (the same host's): never early, and not late either.
     assert all(0 <= delivery.received_at - due.timestamp() < 0.5 for delivery in delivered)
@@ -347,22 +339,18 @@ async def test_stop_takes_at_most_the_drain_time_with_sends_hanging(
     database_url: str, tmp_path: pathlib.Path, stores: Stores
 ) -> None:
     """The engine's whole stop fits in SHUTDOWN_TIMEOUT_SECONDS even when every send hangs."""
-    hanging = StandIn(delay_seconds=30.0)
-    await hanging.start()
-    try:
+    assert stores.runs is not None
+    await bulk_schedules(database_url, await _app_key(stores), next_whole_second(0.5), 30)
+    async with standing_in(StandIn(delay_seconds=30.0)) as hanging:
         settings = engine_settings(database_url, tmp_path, hanging.url, send_timeout_seconds=30.0,
                                    shutdown_timeout_seconds=2.0, send_concurrency=10)
-        assert stores.runs is not None
         engine = dispatcher.Engine(stores.runs, make_backend(settings), engine_config(settings))
-        await bulk_schedules(database_url, await _app_key(stores), next_whole_second(0.5), 30)
-        await engine.start()
+        await engine.start()  # stopped by hand below: how long the stop takes is what is measured
         await eventually(lambda: hanging.arrived, "ten sends hang in flight", until=lambda n: n == 10)
         loop = asyncio.get_running_loop()
         started = loop.time()
         await engine.stop()
         took = loop.time() - started
-    finally:
-        await hanging.stop()
     assert took < 2.0 + 0.5, f"stop took {took:.2f} s"
     states = await _states(database_url)
     assert states == {"pending": 10, "planned": 20}  # all handed back: sends as pending, the rest planned
