@@ -38,6 +38,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import math
 import os
 import pathlib
 import shutil
@@ -428,6 +429,18 @@ class Rig(Bench):
         finally:
             await connection.close()
 
+    async def task_states(self, app_key: str) -> dict[str, int]:
+        """The app's tasks counted by (state, enabled, whether a next fire is set): a diagnostic."""
+        connection = await asyncpg.connect(self.dsn, timeout=10)
+        try:
+            rows = await connection.fetch(
+                "SELECT state, enabled, next_fire_at IS NOT NULL AS has_next, count(*) AS n "
+                "FROM schedules WHERE app_key = $1 GROUP BY 1, 2, 3", app_key)
+        finally:
+            await connection.close()
+        return {f"{row['state']}/{'enabled' if row['enabled'] else 'disabled'}/"
+                f"{'next' if row['has_next'] else 'no next'}": row["n"] for row in rows}
+
     async def tasks_and_runs(self, app_key: str) -> tuple[list[str], list[asyncpg.Record]]:
         connection = await asyncpg.connect(self.dsn, timeout=10)
         try:
@@ -444,9 +457,12 @@ class Rig(Bench):
         return tasks, runs
 
     async def burst(self, count: int, lead: float) -> tuple[str, dt.datetime]:
-        """A new app with `count` tagged tasks due at one whole second at least `lead` s from now."""
+        """A new app with `count` tagged tasks due at one whole second about `lead` s from now.
+
+        Whole: the trigger's wall time has whole seconds, and next_fire_at must be that very instant (a
+        fractional one makes a task the trigger never fires at, which the general plan path retires unsent)."""
         app = await self.new_app()
-        due = dt.datetime.now(UTC).replace(microsecond=0) + dt.timedelta(seconds=lead)
+        due = dt.datetime.now(UTC).replace(microsecond=0) + dt.timedelta(seconds=math.ceil(lead))
         await bulk_schedules(self.dsn, app.app.app_key, due, count, tagged=True)
         if dt.datetime.now(UTC) >= due - dt.timedelta(seconds=0.5):
             raise RuntimeError(f"setting {count} tasks up took longer than the lead ({lead} s); raise it")
@@ -838,7 +854,7 @@ async def auth_flood(
         flood_log = rig.logs / "authflood.log"
         flood = rig._spawn(
             [sys.executable, "-m", "bench.authflood", "--url", rig.service_url, "--rate", str(rate),
-             "--seconds", str(lead + deadline + 30)],
+             "--seconds", str(lead + deadline + 30), "--concurrency", "400"],
             {},
             flood_log,
         )
@@ -867,8 +883,10 @@ async def auth_flood(
               t.last_delivery_at is not None and flood_ended >= t.last_delivery_at and load.get("sent", 0) > 0,
               f"from {flood_started - loaded_due.timestamp():+.1f} s to {flood_ended - loaded_due.timestamp():+.1f} s "
               f"after due, {load.get('sent')} requests", PRECONDITION),
+        # Short of its rate the comparison with the quiet burst is not at `rate`: inconclusive, not failed.
         Check("the flood ran at its rate", load.get("achieved_rate", 0) >= 0.8 * rate,
-              f"{load.get('achieved_rate')} req/s sent of {rate:g} ({load.get('skipped')} skipped)", TIMING),
+              f"{load.get('achieved_rate')} req/s sent of {rate:g} ({load.get('skipped')} skipped)",
+              PRECONDITION if compare_quiet else TIMING),
         Check("random keys answered 401", bool(statuses) and set(statuses) == {"401"}, f"answers {statuses}"),
         Check("settled", quiet_finished is not None and loaded_finished is not None, ""),
         *promise_checks(t, extra_allowed=0),
@@ -955,6 +973,8 @@ async def engine_exception(
                 app_key, due = await rig.burst(count, lead)
                 finished_at = await rig.settle(app_key, due.timestamp() - time.time() + patience, quiet=0.3)
                 t = await rig.outcome_tally(app_key, due)  # before stop(): stopping flushes what the recorder kept
+                unplanned_open = await rig.open_work(app_key)
+                task_states = await rig.task_states(app_key)
             finally:
                 await asyncio.wait_for(engine.stop(), timeout=60)
                 await store.close()
@@ -969,6 +989,8 @@ async def engine_exception(
     ]
     letter = "g recorder-exception" if method == "record_results" else "g fire-loop-exception"
     return Outcome(letter, count, t, checks, recovery_s=_recovery(t, finished_at, due.timestamp()), facts={
+        "tasks not planned, runs open (before stop)": unplanned_open,
+        "tasks by (state, enabled, next fire set)": task_states,
         "states after engine.stop()": after_stop,
         "engine log": dict(collect.messages.most_common(4)),
     })

@@ -4,10 +4,10 @@ leases) and each test asserts the promise's "must" checks and that the fault rea
 bound.
 
 Every scenario starts its own processes and mostly waits (for its instant, an outage, a lease), so the
-scenarios the session collected run two at a time (`FAULTS_PARALLEL`, 1 for one after another) from one
-session fixture, longest first, the in-process ones (g) in a lane of their own beside them; each test then
-asserts its own outcome. More at once starves them of the two cores and measures the machine rather than
-the engine. `FAULTS_REPORT=FILE` writes every scenario's
+scenarios the session collected run from one session fixture: first the in-process ones (g) together (an
+engine in the test process must not share the cores with a dozen starting processes), then the others two at
+a time (`FAULTS_PARALLEL`, 1 for one after another), longest first; each test then asserts its own outcome.
+More at once starves them of the two cores and measures the machine rather than the engine. `FAULTS_REPORT=FILE` writes every scenario's
 full report there.
 """
 
@@ -50,18 +50,22 @@ ORDER = ("pg-outage", "replica-kill", "slow-api", "push-faults", "db-cuts", "aut
 
 
 async def _run(names: list[str], dsns: dict[str, str | None]) -> dict[str, object]:
-    heavy = asyncio.Semaphore(max(1, int(os.environ.get("FAULTS_PARALLEL", "2"))))
-    light = asyncio.Semaphore(1) if os.environ.get("FAULTS_PARALLEL", "2") != "1" else heavy
+    parallel = max(1, int(os.environ.get("FAULTS_PARALLEL", "2")))
+    lanes = asyncio.Semaphore(parallel)
 
     async def one(name: str) -> object:
-        async with light if faults.SCENARIOS[name].in_process else heavy:
+        async with lanes:
             try:
                 return await faults.SCENARIOS[name]("quick", dsn=dsns[name])
             except Exception as exc:  # reported by the scenario's own test
                 return "".join(traceback.format_exception(exc))
 
     ordered = sorted(names, key=lambda name: ORDER.index(name) if name in ORDER else len(ORDER))
-    return dict(zip(ordered, await asyncio.gather(*(one(name) for name in ordered))))
+    in_process = [name for name in ordered if faults.SCENARIOS[name].in_process]
+    outcomes = dict(zip(in_process, await asyncio.gather(*(one(name) for name in in_process))))
+    others = [name for name in ordered if name not in outcomes]
+    outcomes.update(zip(others, await asyncio.gather(*(one(name) for name in others))))
+    return outcomes
 
 
 @pytest.fixture(scope="session")
