@@ -101,12 +101,21 @@ class Bench:
         await _wait_http(self.service_url + "/v4/schedules")
         return self.service_url
 
-    def _spawn(self, command: list[str], env: dict[str, str]) -> None:
+    def _spawn(
+        self, command: list[str], env: dict[str, str], log: pathlib.Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a process of this run; its stdout and stderr go to `log` when given, else nowhere."""
         full_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PUSH_API_URL")}
         full_env.update(env)
-        self.processes.append(
-            subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        )
+        if log is None:
+            process = subprocess.Popen(
+                command, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        else:
+            with open(log, "ab") as output:  # the child keeps its own descriptor
+                process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=output, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process
 
     def profile_service(self, output: str, seconds: float) -> None:
         """Sample the (first) service process with py-spy for `seconds`, written to `output` as folded stacks."""

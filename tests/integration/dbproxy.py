@@ -1,9 +1,22 @@
-"""A TCP proxy in front of the test PostgreSQL: closing it makes the database unreachable for real."""
+"""A TCP proxy in front of the test PostgreSQL: closing it makes the database unreachable for real.
+
+`cut()` aborts every open connection but keeps accepting new ones (a network blip, a failover, a
+connection-killing pooler); `stop()` is an outage. As its own process (the fault suite, bench/faults.py):
+
+    python -m tests.integration.dbproxy --upstream DSN --port 6543 --cut-every 2
+
+prints `listening DSN`, then, from SIGUSR1 until SIGUSR2, cuts every connection each `--cut-every`
+seconds, printing one JSON line per cut; SIGTERM ends it.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
+import signal
+import time
 import urllib.parse
 
 
@@ -33,9 +46,15 @@ class DatabaseProxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await self._open_upstream()
+        try:
+            up_reader, up_writer = await self._open_upstream()
+        except OSError:  # the database itself is down: refuse, as it would
+            writer.transport.abort()
+            return
         self._pipes.update((writer, up_writer))
         await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+        self._pipes.discard(writer)
+        self._pipes.discard(up_writer)
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, OSError):
@@ -44,12 +63,59 @@ class DatabaseProxy:
                 await writer.drain()
         writer.close()
 
-    async def stop(self) -> None:
-        """Refuse new connections and cut every open one, as a crashed or unplugged database would."""
-        for writer in self._pipes:
+    def cut(self) -> int:
+        """Abort every open connection (both sides); new ones are still accepted. Returns how many were cut."""
+        pipes = list(self._pipes)
+        for writer in pipes:
             writer.transport.abort()
         self._pipes.clear()
+        return len(pipes) // 2
+
+    async def stop(self) -> None:
+        """Refuse new connections and cut every open one, as a crashed or unplugged database would."""
+        self.cut()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--upstream", required=True, help="DSN of the real database")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--cut-every", type=float, default=2.0, help="seconds between cuts, once SIGUSR1 came")
+    parser.add_argument("--max-cuts", type=int, default=1000, help="stop cutting after this many")
+    args = parser.parse_args()
+
+    async def serve() -> None:
+        proxy = DatabaseProxy(args.upstream)
+        proxy.port = args.port
+        await proxy.start()
+        print(json.dumps({"listening": proxy.dsn}), flush=True)
+        loop = asyncio.get_running_loop()
+        cutting = asyncio.Event()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGUSR1, cutting.set)
+        loop.add_signal_handler(signal.SIGUSR2, cutting.clear)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        cuts = 0
+        while not stop.is_set() and cuts < args.max_cuts:
+            if not cutting.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=0.05)
+                continue
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=args.cut_every)
+            if cutting.is_set() and not stop.is_set():
+                cuts += 1
+                print(json.dumps({"cut": cuts, "at": time.time(), "connections": proxy.cut()}), flush=True)
+        await stop.wait()
+        await proxy.stop()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
