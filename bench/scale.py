@@ -71,7 +71,9 @@ async def explain(dsn: str, app_key: str, schedule_id: Any) -> dict[str, Any]:
             SQL["plan_single_fires"], [dt.timedelta(0), 500, dt.timedelta(minutes=5), dt.timedelta(seconds=5)]
         ),
         "lock_due_schedules (engine plan, other triggers)": (SQL["lock_due_schedules"], [dt.timedelta(0), 500]),
-        "claim_due_runs (function)": (SQL["claim_due_runs"], [500, dt.timedelta(seconds=60), dt.timedelta(minutes=5), 8]),
+        "claim_due_runs (function)": (
+            SQL["claim_due_runs"], [500, dt.timedelta(seconds=60), dt.timedelta(minutes=5), 8, uuid.uuid4()]
+        ),
         "next_plan_wake": (SQL["next_plan_wake"], [dt.timedelta(seconds=2)]),
         "next_claim_wake": (SQL["next_claim_wake"], []),
     }

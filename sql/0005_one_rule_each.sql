@@ -20,6 +20,10 @@ ALTER TABLE schedules
     ALTER COLUMN zone_type SET NOT NULL,
     ADD CONSTRAINT schedules_zone_type_check CHECK (zone_type IN (1, 2));
 
+-- The claim that leased a run. A claim whose answer was lost (a connection cut after its commit) is asked
+-- again with the same token, and the runs it leased come back instead of waiting out their lease.
+ALTER TABLE runs ADD COLUMN claim_token uuid;
+
 -- The valid set: a task counts against its app's cap, is listed and can be read, changed or deleted while it
 -- is active and its last fire has not passed. Inlined by the planner, so the partial indexes on
 -- `state = 'active'` still match every query that calls it.
@@ -119,7 +123,11 @@ $$;
 -- lease runs out while its run waits for a slot. On the way, runs past their chance are settled instead of
 -- sent: due longer ago than the grace (an outage outlasted it) -> 'missed'; a lease that ran out on the last
 -- allowed attempt -> 'failed'. Those come back too (outcome 'missed' / 'failed'), for the engine to log.
-CREATE FUNCTION claim_due_runs(p_limit integer, p_lease interval, p_grace interval, p_max_attempts integer)
+-- p_token names the claim: asked again with the token of a claim whose answer was lost, the runs that claim
+-- leased come back as claimed (once, not attempted again).
+CREATE FUNCTION claim_due_runs(
+    p_limit integer, p_lease interval, p_grace interval, p_max_attempts integer, p_token uuid
+)
 RETURNS TABLE (
     outcome text, id uuid, schedule_id uuid, due_at timestamptz, utc_offset_minutes integer, attempts integer,
     error text, app_key text, push jsonb, zone_type smallint, push_key text, push_secret_encrypted bytea,
@@ -131,16 +139,19 @@ DECLARE
 BEGIN
     RETURN QUERY
     WITH due AS (
-        SELECT r.id, r.state, r.attempts, r.due_at, r.error FROM runs r
+        SELECT r.id, r.state, r.attempts, r.due_at, r.error,
+               r.state = 'sending' AND r.claim_token IS NOT DISTINCT FROM p_token AS ours FROM runs r
         WHERE (r.state = 'pending' AND r.next_attempt_at <= v_now)
            OR (r.state = 'sending' AND r.lease_until < v_now)
            OR (r.state = 'planned' AND r.lease_until < v_now)
+           OR (r.state = 'sending' AND r.claim_token = p_token)
         ORDER BY coalesce(r.next_attempt_at, r.lease_until)
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
     ), verdict AS (
-        SELECT due.id,
-               CASE WHEN fire_is_too_late(due.due_at, v_now, p_grace) THEN 'missed'
+        SELECT due.id, due.ours,
+               CASE WHEN due.ours THEN 'claimed'
+                    WHEN fire_is_too_late(due.due_at, v_now, p_grace) THEN 'missed'
                     WHEN due.state = 'sending' AND due.attempts >= p_max_attempts THEN 'failed'
                     ELSE 'claimed' END AS outcome,
                CASE WHEN fire_is_too_late(due.due_at, v_now, p_grace)
@@ -153,7 +164,8 @@ BEGIN
     ), updated AS (
         UPDATE runs r
         SET state = CASE v.outcome WHEN 'claimed' THEN 'sending' ELSE v.outcome END,
-            attempts = r.attempts + CASE v.outcome WHEN 'claimed' THEN 1 ELSE 0 END,
+            attempts = r.attempts + CASE WHEN v.outcome = 'claimed' AND NOT v.ours THEN 1 ELSE 0 END,
+            claim_token = CASE v.outcome WHEN 'claimed' THEN p_token END,
             lease_until = CASE v.outcome WHEN 'claimed' THEN v_now + p_lease END,
             dispatched_at = coalesce(r.dispatched_at, CASE v.outcome WHEN 'claimed' THEN v_now END),
             finished_at = CASE v.outcome WHEN 'claimed' THEN NULL ELSE v_now END,

@@ -105,19 +105,28 @@ class PlannedAhead:
             self._on_room()
         return batch
 
+    async def _claim(self, batch: list[types.RunToSend], stopping: asyncio.Event) -> dict[uuid.UUID, int] | None:
+        """Claim the batch, asking again with the same token while the database does not answer: a claim that
+        committed but whose answer was lost then returns its runs instead of leaving them to their lease.
+        None when the engine stops first (the batch is held again, for stop() to hand back)."""
+        token = uuid.uuid4()
+        while True:
+            try:
+                return await self._queue.claim_planned([run.run_id for run in batch], self._lease, token)
+            except errors.ServiceError as exc:
+                log.warning("claiming %d planned runs failed, retrying: %s", len(batch), exc.message)
+                await wait_any(stopping, timeout=0.2)
+                if stopping.is_set():
+                    self.hold(batch)
+                    return None
+            except Exception:
+                self.hold(batch)  # not lost with the loop: the restarted loop claims them
+                raise
+
     async def _fire(self, batch: list[types.RunToSend], stopping: asyncio.Event) -> None:
-        try:
-            claimed = await self._queue.claim_planned([run.run_id for run in batch], self._lease)
-        except errors.ServiceError as exc:
-            # Still planned and reserved to us: held again and claimed once the database answers (or taken
-            # over by another engine once the reservation runs out).
-            log.warning("claiming %d planned runs failed, retrying: %s", len(batch), exc.message)
-            self.hold(batch)
-            await wait_any(stopping, timeout=0.2)
+        claimed = await self._claim(batch, stopping)
+        if claimed is None:
             return
-        except Exception:
-            self.hold(batch)  # not lost with the loop: the restarted loop claims them
-            raise
         # Gone from the claim: their task changed, was disabled or deleted, or another engine took them over.
         self.armed = [dataclasses.replace(run, attempts=claimed[run.run_id]) for run in batch if run.run_id in claimed]
         self._give_back(len(batch) - len(self.armed))

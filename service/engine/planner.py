@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 
 from service import metrics
@@ -180,6 +181,7 @@ class Claimer:
         self._max_attempts = max_attempts
         self._max_idle = max_idle_seconds
         self.wake = asyncio.Event()  # a result was recorded as pending: a retry may now be the earliest work
+        self._token = uuid.uuid4()  # names the next claim (sql/0005 claim_due_runs)
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -187,8 +189,12 @@ class Claimer:
             if not slots:
                 continue
             try:
-                runs, settled = await self._queue.claim_due(slots, self._lease, self._grace, self._max_attempts)
+                runs, settled = await self._queue.claim_due(
+                    slots, self._lease, self._grace, self._max_attempts, self._token
+                )
             except errors.ServiceError as exc:
+                # The claim may have committed and lost only its answer: the next one asks with the same token,
+                # and the runs it leased come back then.
                 self._unreserve(slots)
                 log.warning("claiming due runs failed, retrying in 1 s: %s", exc.message)
                 await wait_any(stopping, timeout=1.0)
@@ -196,6 +202,7 @@ class Claimer:
             except BaseException:
                 self._unreserve(slots)
                 raise
+            self._token = uuid.uuid4()  # answered: the next claim is a new one
             self._unreserve(slots - len(runs))
             for run in runs:
                 self._send(run)

@@ -111,12 +111,14 @@ WHERE s.id = advanced.id;
 -- name: claim_planned_runs
 -- At their instant: the runs this engine planned, leased for sending (the lease counted from now), unless a
 -- change to their task dropped them or another engine took them over meanwhile. The caller asks for no more
--- than it has free send slots.
+-- than it has places at its sender. $3 names the claim: asked again after its answer was lost (a connection
+-- cut after the commit), the runs it leased come back, not attempted again.
 WITH clock AS MATERIALIZED (SELECT clock_timestamp() AS now)
-UPDATE runs SET state = 'sending', attempts = attempts + 1, lease_until = clock.now + $2::interval,
-                dispatched_at = clock.now
+UPDATE runs SET state = 'sending', attempts = attempts + CASE WHEN state = 'planned' THEN 1 ELSE 0 END,
+                lease_until = clock.now + $2::interval, dispatched_at = coalesce(dispatched_at, clock.now),
+                claim_token = $3
 FROM clock
-WHERE id = ANY($1::uuid[]) AND state = 'planned'
+WHERE id = ANY($1::uuid[]) AND (state = 'planned' OR (state = 'sending' AND claim_token = $3))
 RETURNING id, attempts;
 
 -- name: release_planned_runs
@@ -125,7 +127,7 @@ UPDATE runs SET lease_until = due_at WHERE id = ANY($1::uuid[]) AND state = 'pla
 
 -- name: claim_due_runs
 -- Retries, expired leases and expired reservations, settled or leased (sql/0005 claim_due_runs).
-SELECT * FROM claim_due_runs($1, $2::interval, $3::interval, $4);
+SELECT * FROM claim_due_runs($1, $2::interval, $3::interval, $4, $5);
 
 -- name: record_run_results
 -- Outcomes of a batch of sends, each fenced on the attempt that produced it: a holder whose lease ran out and

@@ -137,11 +137,14 @@ class RunQueue:
         return types.Planned(len(due), runs, missed, now)
 
     @translated
-    async def claim_planned(self, run_ids: Sequence[uuid.UUID], lease: dt.timedelta) -> dict[uuid.UUID, int]:
+    async def claim_planned(
+        self, run_ids: Sequence[uuid.UUID], lease: dt.timedelta, token: uuid.UUID
+    ) -> dict[uuid.UUID, int]:
         """Lease planned runs for sending, the lease counted from now; returns the attempt number of each one
-        still planned (not dropped by a change to its task, nor taken over)."""
+        still planned (not dropped by a change to its task, nor taken over). Asked again with the same `token`
+        after a failure, it returns the runs that claim leased if it committed after all."""
         async with self._pool.acquire() as connection:
-            rows = await connection.fetch(SQL["claim_planned_runs"], list(run_ids), lease)
+            rows = await connection.fetch(SQL["claim_planned_runs"], list(run_ids), lease, token)
         return {row["id"]: row["attempts"] for row in rows}
 
     @translated
@@ -153,12 +156,13 @@ class RunQueue:
 
     @translated
     async def claim_due(
-        self, limit: int, lease: dt.timedelta, grace: dt.timedelta, max_attempts: int
+        self, limit: int, lease: dt.timedelta, grace: dt.timedelta, max_attempts: int, token: uuid.UUID
     ) -> tuple[list[types.RunToSend], list[types.SettledRun]]:
         """Lease at most `limit` due retries and taken-over runs; settle on the way the ones past their chance
-        (missed: later than the grace; failed: a lease ran out on the last attempt)."""
+        (missed: later than the grace; failed: a lease ran out on the last attempt). Asked again with the same
+        `token` after a failure, it also returns the runs that claim leased if it committed after all."""
         async with self._pool.acquire() as connection:
-            rows = await connection.fetch(SQL["claim_due_runs"], limit, lease, grace, max_attempts)
+            rows = await connection.fetch(SQL["claim_due_runs"], limit, lease, grace, max_attempts, token)
         runs = [
             _whole_run(row, attempts=row["attempts"], still_wanted=row["still_wanted"])
             for row in rows

@@ -56,9 +56,9 @@ class FaultyQueue(RunQueue):
         self._maybe_fail("record_results")
         await super().record_results(results)
 
-    async def claim_planned(self, run_ids: Any, lease: dt.timedelta) -> dict[uuid.UUID, int]:
+    async def claim_planned(self, run_ids: Any, lease: dt.timedelta, token: uuid.UUID) -> dict[uuid.UUID, int]:
         self._maybe_fail("claim_planned")
-        return await super().claim_planned(run_ids, lease)
+        return await super().claim_planned(run_ids, lease, token)
 
 
 @pytest.fixture
@@ -183,11 +183,11 @@ async def test_a_stale_holders_result_changes_nothing(database_url: str, stores:
     planned = await stores.runs.plan_single_fires(dt.timedelta(seconds=5), 10, dt.timedelta(minutes=5),
                                                   dt.timedelta(seconds=5))
     [run] = planned.runs
-    first = await stores.runs.claim_planned([run.run_id], dt.timedelta(seconds=60))
+    first = await stores.runs.claim_planned([run.run_id], dt.timedelta(seconds=60), uuid.uuid4())
     assert first == {run.run_id: 1}
     # The first holder's lease runs out; another replica takes the run over (attempt 2) and sends it.
     await fetch(database_url, "UPDATE runs SET lease_until = clock_timestamp() - interval '1 s'")
-    runs, _ = await stores.runs.claim_due(10, dt.timedelta(seconds=60), dt.timedelta(minutes=5), 8)
+    runs, _ = await stores.runs.claim_due(10, dt.timedelta(seconds=60), dt.timedelta(minutes=5), 8, uuid.uuid4())
     assert [(taken.run_id, taken.attempts) for taken in runs] == [(run.run_id, 2)]
     now = dt.datetime.now(UTC)
     await stores.runs.record_results([types.RunResult(run.run_id, 2, "sent", now, msg_id="second")])
@@ -205,7 +205,7 @@ async def test_resends_are_capped_by_max_attempts_in_the_claim(database_url: str
     assert stores.runs is not None
     await stores.runs.plan_single_fires(dt.timedelta(0), 10, dt.timedelta(minutes=5), dt.timedelta(seconds=5))
     await fetch(database_url, "UPDATE runs SET state = 'sending', attempts = 8, lease_until = clock_timestamp() - interval '1 s'")
-    runs, settled = await stores.runs.claim_due(10, dt.timedelta(seconds=60), dt.timedelta(minutes=5), 8)
+    runs, settled = await stores.runs.claim_due(10, dt.timedelta(seconds=60), dt.timedelta(minutes=5), 8, uuid.uuid4())
     assert runs == [] and [(run.state, run.error[:14]) for run in settled] == [("failed", "gave up after ")]
     [row] = await fetch(database_url, "SELECT state, error, attempts, finished_at FROM runs")
     assert row["state"] == "failed" and row["attempts"] == 8 and row["finished_at"] is not None
@@ -226,7 +226,7 @@ async def test_late_resends_obey_the_misfire_grace(database_url: str, stores: St
         "FROM (SELECT id AS numbered_id, row_number() OVER (ORDER BY id)::int AS row_number FROM runs) AS numbered "
         "WHERE id = numbered_id",
     )
-    runs, settled = await stores.runs.claim_due(10, dt.timedelta(seconds=60), dt.timedelta(minutes=5), 8)
+    runs, settled = await stores.runs.claim_due(10, dt.timedelta(seconds=60), dt.timedelta(minutes=5), 8, uuid.uuid4())
     assert runs == [] and {run.state for run in settled} == {"missed"} and len(settled) == 3
     rows = await fetch(database_url, "SELECT state, error FROM runs")
     assert {row["state"] for row in rows} == {"missed"}
@@ -356,3 +356,26 @@ async def test_stop_takes_at_most_the_drain_time_with_sends_hanging(
     # All handed back: the 10 sends in flight and the 10 leased runs queued behind them as pending, the 10 never
     # leased (no place was free for them) as planned.
     assert states == {"pending": 20, "planned": 10}
+
+
+async def test_a_claim_whose_answer_was_lost_is_asked_again_with_its_token(database_url: str, stores: Stores) -> None:
+    """Found by the fault suite (db-cuts): a claim that committed just before its connection was cut looked
+    failed, and its runs waited out their lease. Asked again with the same token, they come back, once."""
+    await bulk_schedules(database_url, await _app_key(stores), dt.datetime.now(UTC) + dt.timedelta(seconds=1), 2)
+    assert stores.runs is not None
+    planned = await stores.runs.plan_single_fires(dt.timedelta(seconds=5), 10, dt.timedelta(minutes=5),
+                                                  dt.timedelta(seconds=5))
+    ids = [run.run_id for run in planned.runs]
+    token, lease = uuid.uuid4(), dt.timedelta(seconds=60)
+    first = await stores.runs.claim_planned(ids, lease, token)  # committed; say its answer never arrived
+    again = await stores.runs.claim_planned(ids, lease, token)
+    assert first == again == dict.fromkeys(ids, 1)  # the same runs, not attempted twice
+    assert await stores.runs.claim_planned(ids, lease, uuid.uuid4()) == {}  # another claim gets nothing
+    # The claimer likewise: a claim of due runs, asked again with its token.
+    await fetch(database_url, "UPDATE runs SET lease_until = clock_timestamp() - interval '1 s'")
+    grace = dt.timedelta(minutes=5)
+    taken, _ = await stores.runs.claim_due(10, lease, grace, 8, token := uuid.uuid4())
+    retaken, _ = await stores.runs.claim_due(10, lease, grace, 8, token)
+    assert sorted((run.run_id, run.attempts) for run in taken) == sorted((run_id, 2) for run_id in ids)
+    assert sorted((run.run_id, run.attempts) for run in retaken) == sorted((run_id, 2) for run_id in ids)
+    assert (await stores.runs.claim_due(10, lease, grace, 8, uuid.uuid4()))[0] == []
