@@ -138,7 +138,9 @@ def repo_root() -> pathlib.Path:
 
 # Under pytest-xdist, the tests under these directories all run on one worker: tests/contract's session
 # fixture starts one `python -m service` process for both its tests, so they should not start one each.
-SAME_WORKER = ("tests/contract/",)
+# tests/faults: its session fixture runs every scenario its collected tests ask for, once per worker that
+# runs any of them, so they too go together (three workers ran the whole fault suite three times).
+SAME_WORKER = ("tests/contract/", "tests/faults/")
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
