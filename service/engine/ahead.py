@@ -82,7 +82,7 @@ class PlannedAhead:
                 # A run held meanwhile may be due earlier: wake for it too.
                 await wait_any(self._changed, stopping, timeout=wait)
                 continue
-            slots = await self._sender.reserve(self._batch_size, stopping)
+            slots = await self._sender.reserve(min(self._batch_size, len(self._heap)), stopping)
             if not slots:
                 continue
             batch = self._pop_due(slots)
