@@ -68,7 +68,9 @@ async def explain(dsn: str, app_key: str, schedule_id: Any) -> dict[str, Any]:
         "get_valid_schedule": (SQL["get_valid_schedule"], [schedule_id, app_key, now]),
         # A PL/pgSQL function: EXPLAIN shows its time, not the plans of its statements.
         "plan_single_fires (engine plan)": (
-            SQL["plan_single_fires"], [dt.timedelta(0), 500, dt.timedelta(minutes=5), dt.timedelta(seconds=5)]
+            SQL["plan_single_fires"],
+            [dt.timedelta(0), 500, dt.timedelta(minutes=5), dt.timedelta(seconds=5), dt.timedelta(seconds=60), 200,
+             uuid.uuid4()],
         ),
         "lock_due_schedules (engine plan, other triggers)": (SQL["lock_due_schedules"], [dt.timedelta(0), 500]),
         "claim_due_runs (function)": (

@@ -23,6 +23,7 @@ ALTER TABLE schedules
 -- The claim that leased a run. A claim whose answer was lost (a connection cut after its commit) is asked
 -- again with the same token, and the runs it leased come back instead of waiting out their lease.
 ALTER TABLE runs ADD COLUMN claim_token uuid;
+CREATE INDEX runs_sending_token_idx ON runs (claim_token) WHERE state = 'sending';
 
 -- The valid set: a task counts against its app's cap, is listed and can be read, changed or deleted while it
 -- is active and its last fire has not passed. Inlined by the planner, so the partial indexes on
@@ -46,10 +47,13 @@ RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                   round(extract(epoch FROM p_now - p_due_at)::numeric, 3), extract(epoch FROM p_grace))
 $$;
 
--- The only way runs are planned. Each fire becomes a run that is 'planned' (reserved to the planning engine
--- until its instant plus the reservation; it is sent only through claim_planned_runs or, once the reservation
--- ran out, claim_due_runs, both bounded by free send slots) or 'missed' (too late by the grace, or
--- superseded: a later fire of the same wave is also past, and after downtime only the latest is sent).
+-- The only way runs are planned. Each fire becomes a run that is:
+-- - 'missed': too late by the grace, or superseded (a later fire of the same wave is also past; after
+--   downtime only the latest is sent);
+-- - 'sending': due already and among the first p_lease_count of those (the places the planner's sender has
+--   free), leased to it at once under claim p_token, which saves a claim's round trip and row write;
+-- - 'planned': the rest, reserved to the planning engine until its instant plus the reservation, and sent only
+--   through claim_planned_runs or, once the reservation ran out, claim_due_runs, both bounded by free places.
 -- The unique key on (task, instant, wave) makes planning the same occurrence twice impossible.
 CREATE FUNCTION insert_runs(
     p_schedule_ids uuid[],
@@ -58,33 +62,59 @@ CREATE FUNCTION insert_runs(
     p_superseded boolean[],
     p_now timestamptz,
     p_grace interval,
-    p_reservation interval
+    p_reservation interval,
+    p_lease interval,
+    p_lease_count integer,
+    p_token uuid
 )
-RETURNS TABLE (id uuid, schedule_id uuid, due_at timestamptz, utc_offset_minutes integer, state text, error text)
+RETURNS TABLE (
+    id uuid, schedule_id uuid, due_at timestamptz, utc_offset_minutes integer, state text, attempts integer,
+    error text
+)
 LANGUAGE sql VOLATILE AS $$
-    INSERT INTO runs AS r (id, schedule_id, due_at, utc_offset_minutes, state, lease_until, finished_at, error)
-    SELECT gen_random_uuid(), fire.schedule_id, fire.due_at, fire.utc_offset_minutes, verdict.state,
-           CASE WHEN verdict.state = 'planned' THEN greatest(fire.due_at, p_now) + p_reservation END,
-           CASE WHEN verdict.state = 'missed' THEN p_now END,
-           CASE WHEN verdict.state = 'missed' THEN
+    INSERT INTO runs AS r (id, schedule_id, due_at, utc_offset_minutes, state, attempts, lease_until,
+                           dispatched_at, claim_token, finished_at, error)
+    SELECT gen_random_uuid(), fire.schedule_id, fire.due_at, fire.utc_offset_minutes, fire.state,
+           CASE WHEN fire.state = 'sending' THEN 1 ELSE 0 END,
+           CASE fire.state WHEN 'planned' THEN greatest(fire.due_at, p_now) + p_reservation
+                           WHEN 'sending' THEN p_now + p_lease END,
+           CASE WHEN fire.state = 'sending' THEN p_now END,
+           CASE WHEN fire.state = 'sending' THEN p_token END,
+           CASE WHEN fire.state = 'missed' THEN p_now END,
+           CASE WHEN fire.state = 'missed' THEN
                CASE WHEN fire.superseded AND NOT fire_is_too_late(fire.due_at, p_now, p_grace)
                     THEN 'missed: a later occurrence was also due; after downtime only the latest is sent'
                     ELSE missed_reason(fire.due_at, p_now, p_grace) END END
-    FROM unnest(p_schedule_ids, p_due_at, p_offsets, p_superseded)
-         AS fire (schedule_id, due_at, utc_offset_minutes, superseded),
-         LATERAL (SELECT CASE WHEN fire.superseded OR fire_is_too_late(fire.due_at, p_now, p_grace)
-                              THEN 'missed' ELSE 'planned' END AS state) AS verdict
+    FROM (
+        SELECT due.*,
+               CASE WHEN due.verdict = 'planned' AND due.due_at <= p_now
+                         AND row_number() OVER (PARTITION BY due.verdict = 'planned' AND due.due_at <= p_now
+                                                ORDER BY due.due_at) <= p_lease_count
+                    THEN 'sending' ELSE due.verdict END AS state
+        FROM (
+            SELECT given.*,
+                   CASE WHEN given.superseded OR fire_is_too_late(given.due_at, p_now, p_grace)
+                        THEN 'missed' ELSE 'planned' END AS verdict
+            FROM unnest(p_schedule_ids, p_due_at, p_offsets, p_superseded)
+                 AS given (schedule_id, due_at, utc_offset_minutes, superseded)
+        ) AS due
+    ) AS fire
     ON CONFLICT ON CONSTRAINT runs_schedule_due_wave_key DO NOTHING
-    RETURNING r.id, r.schedule_id, r.due_at, r.utc_offset_minutes, r.state, r.error
+    RETURNING r.id, r.schedule_id, r.due_at, r.utc_offset_minutes, r.state, r.attempts, r.error
 $$;
 
 -- Plan step for single zone_type 1 tasks, the common case, in one round trip: such a task fires once, at its
 -- next_fire_at, and then has nothing left, so there is no trigger to evaluate. Lock (SKIP LOCKED) the tasks
--- due within p_ahead, advance them and insert their runs through insert_runs, then return what sending needs.
+-- due within p_ahead, advance them and insert their runs through insert_runs (leasing up to p_lease_count of
+-- those already due), then return what sending needs.
 -- The function's own SET rules out the bitmap scan (see prefer_ordered_index_scans in queries.sql).
-CREATE FUNCTION plan_single_fires(p_ahead interval, p_limit integer, p_grace interval, p_reservation interval)
+CREATE FUNCTION plan_single_fires(
+    p_ahead interval, p_limit integer, p_grace interval, p_reservation interval, p_lease interval,
+    p_lease_count integer, p_token uuid
+)
 RETURNS TABLE (
-    id uuid, schedule_id uuid, due_at timestamptz, utc_offset_minutes integer, state text, error text,
+    id uuid, schedule_id uuid, due_at timestamptz, utc_offset_minutes integer, state text, attempts integer,
+    error text,
     app_key text, push jsonb, zone_type smallint, push_key text, push_secret_encrypted bytea, planned_at timestamptz
 )
 LANGUAGE plpgsql VOLATILE SET enable_bitmapscan = off AS $$
@@ -109,10 +139,11 @@ BEGIN
         RETURN;
     END IF;
     RETURN QUERY
-    SELECT run.id, run.schedule_id, run.due_at, run.utc_offset_minutes, run.state, run.error,
+    SELECT run.id, run.schedule_id, run.due_at, run.utc_offset_minutes, run.state, run.attempts, run.error,
            s.app_key, s.push, s.zone_type, a.push_key, a.push_secret_encrypted, v_now
     FROM insert_runs(v_ids, v_due, array_fill(0, ARRAY[cardinality(v_ids)]),
-                     array_fill(false, ARRAY[cardinality(v_ids)]), v_now, p_grace, p_reservation) AS run
+                     array_fill(false, ARRAY[cardinality(v_ids)]), v_now, p_grace, p_reservation,
+                     p_lease, p_lease_count, p_token) AS run
     JOIN schedules s ON s.id = run.schedule_id
     JOIN apps a ON a.app_key = s.app_key;
 END;

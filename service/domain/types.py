@@ -142,14 +142,26 @@ class SettledRun:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class PlanLease:
+    """How a plan may lease the runs it finds due already: at most `count` of them (the places its sender has
+    free), for `duration`, under claim `token` (to find them again should the plan's answer be lost)."""
+
+    duration: dt.timedelta
+    count: int
+    token: uuid.UUID
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Planned:
     """What one plan transaction committed: how many tasks it planned, the runs now reserved to the caller
-    (each 'planned', to be claimed at its instant), the runs recorded missed, and the database's instant."""
+    ('planned', to be claimed at their instant), the runs due already and leased to it at once ('sending', on
+    places its sender reserved), the runs recorded missed, and the database's instant."""
 
     tasks: int
     runs: list[RunToSend]
     missed: list[SettledRun]
     now: dt.datetime | None
+    leased: list[RunToSend] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -94,13 +94,17 @@ class Engine:
             on_room=self.waker.poke,
         )
         self.planner = Planner(
-            queue, self.ahead, self.waker, self.clock, wave_offsets=config.wave_offsets,
+            queue, self.ahead, self.sender, self.waker, self.clock, lease=config.lease,
+            wave_offsets=config.wave_offsets,
             grace=config.misfire_grace, plan_ahead=config.plan_ahead, reservation=config.reservation,
             batch_size=config.batch_size, planners=config.planners, sweep_interval=config.sweep_interval,
         )
         self.claimer = Claimer(
             queue, self.sender.reserve, self.sender.unreserve, self.sender.send, self.waker, self.clock,
-            batch_size=config.batch_size, lease=config.lease, grace=config.misfire_grace,
+            # At most half the sender's places per claim: a claim holds them for its round trip, and the planner
+            # (which never waits for places) and the fire loop need some meanwhile.
+            batch_size=min(config.batch_size, max(1, config.send_concurrency // 2)), lease=config.lease,
+            grace=config.misfire_grace,
             max_attempts=config.retry.max_attempts, max_idle_seconds=config.max_idle_seconds,
         )
 

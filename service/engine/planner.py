@@ -20,7 +20,7 @@ from service.domain import dispatch, errors, timing, types
 from service.engine.ahead import PlannedAhead
 from service.engine.clock import Clock
 from service.engine.ports import RunQueue
-from service.engine.sender import log_settled
+from service.engine.sender import Sender, log_settled
 from service.engine.waker import Waker, wait_any
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,11 @@ class Planner:
         self,
         queue: RunQueue,
         ahead: PlannedAhead,
+        sender: Sender,
         waker: Waker,
         clock: Clock,
         *,
+        lease: dt.timedelta,
         wave_offsets: tuple[int, ...],
         grace: dt.timedelta,
         plan_ahead: dt.timedelta,
@@ -44,6 +46,8 @@ class Planner:
     ) -> None:
         self._queue = queue
         self._ahead = ahead
+        self._sender = sender
+        self._lease = lease
         self._waker = waker
         self._clock = clock
         self._wave_offsets = wave_offsets
@@ -54,6 +58,8 @@ class Planner:
         self._planners = planners
         self._sweep_interval = sweep_interval.total_seconds()
         self._last_sweep = float("-inf")
+        # Plans whose answer was lost, by claim token, with the places reserved for what they may have leased.
+        self._unanswered: list[tuple[uuid.UUID, int]] = []
 
     async def run(self, stopping: asyncio.Event) -> None:
         more = False
@@ -67,8 +73,10 @@ class Planner:
             # LOCKED keeps their batches apart, and the database plans one while this process sends another.
             ticks = self._planners if more else 1
             limit = max(1, min(self._batch_size, room // ticks))
-            outcomes = await asyncio.gather(*(self._tick(limit) for _ in range(ticks)), return_exceptions=True)
-            failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+            reclaimed, *outcomes = await asyncio.gather(
+                self.reclaim(), *(self.tick(limit) for _ in range(ticks)), return_exceptions=True
+            )
+            failures = [outcome for outcome in (reclaimed, *outcomes) if isinstance(outcome, BaseException)]
             for failure in failures:
                 if isinstance(failure, errors.ServiceError):
                     log.warning("planning failed, retrying in 1 s: %s", failure.message)
@@ -85,32 +93,58 @@ class Planner:
             if not more:
                 await self._sleep_until_due(stopping)
 
-    async def _tick(self, limit: int) -> bool:
+    async def tick(self, limit: int) -> bool:
         """One round of planning, a batch of each kind; True when more may be due. Each step's runs are handed
         on as soon as it commits, so a later step's failure strands nothing."""
-        single = await self._timed(
-            self._queue.plan_single_fires(self._plan_ahead, limit, self._grace, self._reservation)
+        single = await self._step(
+            limit,
+            lambda lease: self._queue.plan_single_fires(self._plan_ahead, limit, self._grace, self._reservation, lease),
         )
-        self._hand_on(single)
         if single.tasks >= limit:  # a full batch of single fires: the loop comes straight back for the rest
             return True
-        other = await self._timed(
-            self._queue.plan_due(self._plan_ahead, limit, self._grace, self._reservation, self._plan)
+        other = await self._step(
+            limit,
+            lambda lease: self._queue.plan_due(
+                self._plan_ahead, limit, self._grace, self._reservation, self._plan, lease
+            ),
         )
-        self._hand_on(other)
         return other.tasks >= limit
 
-    async def _timed(self, call: Awaitable[types.Planned]) -> types.Planned:
-        """Run a plan statement, and learn the database's clock from its round trip."""
+    async def _step(self, limit: int, plan: Callable[[types.PlanLease], Awaitable[types.Planned]]) -> types.Planned:
+        """One plan statement. It may lease the runs it finds due already, as many as the sender has places free
+        now (it never waits for them), which saves those runs a claim; the rest go to the planned-ahead heap.
+        What it committed is handed on at once, and the statement's round trip tells the database's clock."""
+        places = self._sender.try_reserve(limit)
+        lease = types.PlanLease(self._lease, places, uuid.uuid4())
         sent = self._clock.local()
-        planned = await call
+        try:
+            planned = await plan(lease)
+        except errors.ServiceError:
+            # It may have committed and lost only its answer: reclaim() finds its leased runs by their token,
+            # on the places kept for them meanwhile.
+            self._unanswered.append((lease.token, places))
+            raise
+        except BaseException:
+            self._sender.unreserve(places)
+            raise
         if planned.now is not None:
             self._clock.observe(sent, planned.now, self._clock.local())
-        return planned
-
-    def _hand_on(self, planned: types.Planned) -> None:
+        self._sender.unreserve(places - len(planned.leased))
+        for run in planned.leased:
+            self._sender.send(run)
         self._ahead.hold(planned.runs)
         log_settled(planned.missed)
+        return planned
+
+    async def reclaim(self) -> None:
+        """Send the runs of plans whose answer was lost, if they committed; give back the places kept for them."""
+        while self._unanswered:
+            token, places = self._unanswered[0]
+            found = await self._queue.reclaim(token)
+            self._unanswered.pop(0)
+            self._sender.unreserve(places - len(found))
+            for run in found:
+                self._sender.send(run)
 
     def _plan(self, schedule: types.DueSchedule, now: dt.datetime, until: dt.datetime) -> dispatch.DuePlan:
         try:

@@ -13,7 +13,12 @@ from service.domain import dispatch, types
 
 class RunQueue(Protocol):
     async def plan_single_fires(
-        self, ahead: dt.timedelta, limit: int, grace: dt.timedelta, reservation: dt.timedelta
+        self,
+        ahead: dt.timedelta,
+        limit: int,
+        grace: dt.timedelta,
+        reservation: dt.timedelta,
+        lease: types.PlanLease,
     ) -> types.Planned: ...
 
     async def plan_due(
@@ -23,7 +28,10 @@ class RunQueue(Protocol):
         grace: dt.timedelta,
         reservation: dt.timedelta,
         plan: Callable[[types.DueSchedule, dt.datetime, dt.datetime], dispatch.DuePlan],
+        lease: types.PlanLease,
     ) -> types.Planned: ...
+
+    async def reclaim(self, token: uuid.UUID) -> list[types.RunToSend]: ...
 
     async def claim_planned(
         self, run_ids: Sequence[uuid.UUID], lease: dt.timedelta, token: uuid.UUID

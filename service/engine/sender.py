@@ -80,6 +80,12 @@ class Sender:
         self._reserved += granted
         return granted
 
+    def try_reserve(self, wanted: int) -> int:
+        """Reserve up to `wanted` places without waiting: as many as are free now, perhaps none."""
+        granted = max(0, min(wanted, self.free))
+        self._reserved += granted
+        return granted
+
     def unreserve(self, count: int) -> None:
         self._reserved -= count
         if count:

@@ -72,7 +72,7 @@ SELECT count(*) FROM runs WHERE schedule_id = $1 AND state = 'sending' AND lease
 
 -- name: plan_single_fires
 -- Plan step for single zone_type 1 tasks in one round trip (sql/0005 plan_single_fires); plan_due does the rest.
-SELECT * FROM plan_single_fires($1::interval, $2, $3::interval, $4::interval);
+SELECT * FROM plan_single_fires($1::interval, $2, $3::interval, $4::interval, $5::interval, $6, $7);
 
 -- name: lock_due_schedules
 -- Plan step for every other task: the due tasks no other replica is planning right now, with what planning
@@ -95,8 +95,9 @@ FOR UPDATE OF s SKIP LOCKED;
 SET LOCAL enable_bitmapscan = off;
 
 -- name: insert_runs
--- The fires of the locked tasks become runs ('planned' or 'missed'), by the one rule of sql/0005.
-SELECT * FROM insert_runs($1::uuid[], $2::timestamptz[], $3::integer[], $4::boolean[], $5, $6::interval, $7::interval);
+-- The fires of the locked tasks become runs ('planned', 'sending' or 'missed'), by the one rule of sql/0005.
+SELECT * FROM insert_runs($1::uuid[], $2::timestamptz[], $3::integer[], $4::boolean[], $5, $6::interval, $7::interval,
+                          $8::interval, $9, $10);
 
 -- name: advance_schedules
 -- After planning: the next fire to plan (NULL once every fire is planned: the sweep expires the task after its
@@ -124,6 +125,14 @@ RETURNING id, attempts;
 -- name: release_planned_runs
 -- Shutdown: planned runs this engine will not send; any engine takes them over at their due instant.
 UPDATE runs SET lease_until = due_at WHERE id = ANY($1::uuid[]) AND state = 'planned';
+
+-- name: reclaim_runs
+-- The runs a plan or claim leased under token $1 whose answer was lost (a connection cut after its commit),
+-- with what sending them needs.
+SELECT r.id, r.schedule_id, r.due_at, r.utc_offset_minutes, r.attempts, s.app_key, s.push, s.zone_type,
+       a.push_key, a.push_secret_encrypted
+FROM runs r JOIN schedules s ON s.id = r.schedule_id JOIN apps a ON a.app_key = s.app_key
+WHERE r.state = 'sending' AND r.claim_token = $1;
 
 -- name: claim_due_runs
 -- Retries, expired leases and expired reservations, settled or leased (sql/0005 claim_due_runs).

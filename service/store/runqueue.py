@@ -61,16 +61,19 @@ class RunQueue:
 
     @translated
     async def plan_single_fires(
-        self, ahead: dt.timedelta, limit: int, grace: dt.timedelta, reservation: dt.timedelta
+        self, ahead: dt.timedelta, limit: int, grace: dt.timedelta, reservation: dt.timedelta, lease: types.PlanLease
     ) -> types.Planned:
         """Plan step for single zone_type 1 tasks, the common case, in one round trip (sql/0005)."""
         async with self._pool.acquire() as connection:
-            rows = await connection.fetch(SQL["plan_single_fires"], ahead, limit, grace, reservation)
+            rows = await connection.fetch(
+                SQL["plan_single_fires"], ahead, limit, grace, reservation, lease.duration, lease.count, lease.token
+            )
         return types.Planned(
             tasks=len(rows),
             runs=[_whole_run(row) for row in rows if row["state"] == "planned"],
             missed=[_settled(row, "missed") for row in rows if row["state"] == "missed"],
             now=rows[0]["planned_at"] if rows else None,
+            leased=[_whole_run(row, attempts=row["attempts"]) for row in rows if row["state"] == "sending"],
         )
 
     @translated
@@ -81,6 +84,7 @@ class RunQueue:
         grace: dt.timedelta,
         reservation: dt.timedelta,
         plan: Callable[[types.DueSchedule, dt.datetime, dt.datetime], dispatch.DuePlan],
+        lease: types.PlanLease,
     ) -> types.Planned:
         """Plan step for every other task, in one short transaction: lock the tasks due within `ahead` (SKIP
         LOCKED), let `plan(task, now, until)` compute their fires by the domain's maths, insert the runs through
@@ -122,19 +126,29 @@ class RunQueue:
                     advanced, (schedule.schedule_id, planned.next_fire_at, planned.stopped_reason), strict=True
                 ):
                     column.append(value)
-            inserted = await connection.fetch(SQL["insert_runs"], *fires, now, grace, reservation)
+            inserted = await connection.fetch(
+                SQL["insert_runs"], *fires, now, grace, reservation, lease.duration, lease.count, lease.token
+            )
             await connection.execute(SQL["advance_schedules"], *advanced)
-        runs, missed = [], []
+        runs: list[types.RunToSend] = []
+        leased: list[types.RunToSend] = []
+        missed: list[types.SettledRun] = []
         for row in inserted:
             if row["state"] == "missed":
                 missed.append(_settled(row, "missed"))
                 continue
             schedule = due[row["schedule_id"]]
-            runs.append(
-                _run_to_send(row, schedule.push, schedule.app_key, schedule.zone_type, schedule.push_key,
-                             schedule.push_secret_encrypted)
-            )
-        return types.Planned(len(due), runs, missed, now)
+            run = _run_to_send(row, schedule.push, schedule.app_key, schedule.zone_type, schedule.push_key,
+                               schedule.push_secret_encrypted, attempts=row["attempts"])
+            (leased if row["state"] == "sending" else runs).append(run)
+        return types.Planned(len(due), runs, missed, now, leased)
+
+    @translated
+    async def reclaim(self, token: uuid.UUID) -> list[types.RunToSend]:
+        """The runs leased under `token` by a plan or claim whose answer was lost, still leased."""
+        async with self._pool.acquire() as connection:
+            rows = await connection.fetch(SQL["reclaim_runs"], token)
+        return [_whole_run(row, attempts=row["attempts"]) for row in rows]
 
     @translated
     async def claim_planned(

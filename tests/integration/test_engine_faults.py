@@ -24,9 +24,13 @@ from service import admin
 from service import app as app_module
 from service.api import keys
 from service.app import create_app, engine_config, make_backend
-from service.domain import credentials
-from service.engine import dispatcher
+from service.domain import credentials, dispatch, errors, types
+from service.engine import backends, dispatcher
+from service.engine.ahead import PlannedAhead
 from service.engine.clock import Clock
+from service.engine.planner import Planner
+from service.engine.sender import Sender
+from service.engine.waker import Waker
 from service.settings import Settings
 from service.store.runqueue import RunQueue
 from service.store.stores import Stores
@@ -36,6 +40,8 @@ from tests.standin import StandIn
 from tests.waiting import eventually
 
 UTC = dt.timezone.utc
+# Plans in these tests lease nothing themselves: every run is 'planned', as an engine with no free place plans.
+NO_LEASE = types.PlanLease(dt.timedelta(seconds=60), 0, uuid.uuid4())
 
 
 class FaultyQueue(RunQueue):
@@ -176,12 +182,10 @@ async def test_no_lease_runs_out_while_runs_wait_for_a_send_slot(
 
 async def test_a_stale_holders_result_changes_nothing(database_url: str, stores: Stores) -> None:
     """Defect 3: a late result from a holder whose lease ran out reopened a run sent meanwhile by another."""
-    from service.domain import types
-
     await bulk_schedules(database_url, await _app_key(stores), dt.datetime.now(UTC) + dt.timedelta(seconds=1), 1)
     assert stores.runs is not None
     planned = await stores.runs.plan_single_fires(dt.timedelta(seconds=5), 10, dt.timedelta(minutes=5),
-                                                  dt.timedelta(seconds=5))
+                                                  dt.timedelta(seconds=5), NO_LEASE)
     [run] = planned.runs
     first = await stores.runs.claim_planned([run.run_id], dt.timedelta(seconds=60), uuid.uuid4())
     assert first == {run.run_id: 1}
@@ -203,7 +207,7 @@ async def test_resends_are_capped_by_max_attempts_in_the_claim(database_url: str
     """Defect 1: a run whose holder died on every attempt was resent forever; the claim had no cap."""
     await bulk_schedules(database_url, await _app_key(stores), dt.datetime.now(UTC), 1)
     assert stores.runs is not None
-    await stores.runs.plan_single_fires(dt.timedelta(0), 10, dt.timedelta(minutes=5), dt.timedelta(seconds=5))
+    await stores.runs.plan_single_fires(dt.timedelta(0), 10, dt.timedelta(minutes=5), dt.timedelta(seconds=5), NO_LEASE)
     await fetch(database_url, "UPDATE runs SET state = 'sending', attempts = 8, lease_until = clock_timestamp() - interval '1 s'")
     runs, settled = await stores.runs.claim_due(10, dt.timedelta(seconds=60), dt.timedelta(minutes=5), 8, uuid.uuid4())
     assert runs == [] and [(run.state, run.error[:14]) for run in settled] == [("failed", "gave up after ")]
@@ -216,7 +220,7 @@ async def test_late_resends_obey_the_misfire_grace(database_url: str, stores: St
     app_key = await _app_key(stores)
     await bulk_schedules(database_url, app_key, dt.datetime.now(UTC), 3)
     assert stores.runs is not None
-    await stores.runs.plan_single_fires(dt.timedelta(0), 10, dt.timedelta(minutes=5), dt.timedelta(seconds=5))
+    await stores.runs.plan_single_fires(dt.timedelta(0), 10, dt.timedelta(minutes=5), dt.timedelta(seconds=5), NO_LEASE)
     # As a fleet-wide outage leaves them, ten minutes on: one of each open state, all expired.
     await fetch(
         database_url,
@@ -364,7 +368,7 @@ async def test_a_claim_whose_answer_was_lost_is_asked_again_with_its_token(datab
     await bulk_schedules(database_url, await _app_key(stores), dt.datetime.now(UTC) + dt.timedelta(seconds=1), 2)
     assert stores.runs is not None
     planned = await stores.runs.plan_single_fires(dt.timedelta(seconds=5), 10, dt.timedelta(minutes=5),
-                                                  dt.timedelta(seconds=5))
+                                                  dt.timedelta(seconds=5), NO_LEASE)
     ids = [run.run_id for run in planned.runs]
     token, lease = uuid.uuid4(), dt.timedelta(seconds=60)
     first = await stores.runs.claim_planned(ids, lease, token)  # committed; say its answer never arrived
@@ -379,3 +383,53 @@ async def test_a_claim_whose_answer_was_lost_is_asked_again_with_its_token(datab
     assert sorted((run.run_id, run.attempts) for run in taken) == sorted((run_id, 2) for run_id in ids)
     assert sorted((run.run_id, run.attempts) for run in retaken) == sorted((run_id, 2) for run_id in ids)
     assert (await stores.runs.claim_due(10, lease, grace, 8, uuid.uuid4()))[0] == []
+
+
+class AnswerLostQueue(RunQueue):
+    """The real run queue, whose first plan of single fires commits but answers as if the connection died."""
+
+    def __init__(self, real: RunQueue) -> None:
+        self.__dict__.update(real.__dict__)
+        self.lost = 0
+
+    async def plan_single_fires(self, *args: Any) -> types.Planned:
+        planned = await super().plan_single_fires(*args)
+        if not self.lost and planned.leased:
+            self.lost += 1
+            raise errors.DatabaseUnavailable()
+        return planned
+
+
+async def test_runs_a_plan_leased_whose_answer_was_lost_are_sent_at_once(
+    database_url: str, standin: StandIn, stores: Stores
+) -> None:
+    """A plan leases the runs it finds due already; should its answer be lost after the commit, they are found
+    again by the plan's token and sent, instead of waiting out a 60 s lease. The planner and the sender alone,
+    driven by hand."""
+    assert stores.runs is not None
+    queue = AnswerLostQueue(stores.runs)
+    await bulk_schedules(database_url, await _app_key(stores), dt.datetime.now(UTC) - dt.timedelta(seconds=1), 5)
+    results: list[types.RunResult] = []
+    clock = Clock()
+    backend = backends.HttpBackend(standin.url, timeout_seconds=2, concurrency=10, credentials_key=None)
+    sender = Sender(backend, 10, dispatch.RetryPolicy(), results.append, clock)
+    ahead = PlannedAhead(queue, sender, clock, lease=dt.timedelta(seconds=60), batch_size=100, capacity=100)
+    waker = Waker(queue, clock, plan_ahead=dt.timedelta(seconds=2), max_idle_seconds=1)
+    planner = Planner(
+        queue, ahead, sender, waker, clock, lease=dt.timedelta(seconds=60), wave_offsets=(0,),
+        grace=dt.timedelta(minutes=5), plan_ahead=dt.timedelta(seconds=2), reservation=dt.timedelta(seconds=5),
+        batch_size=100, planners=1, sweep_interval=dt.timedelta(minutes=1),
+    )
+    await backend.start()
+    try:
+        with pytest.raises(errors.DatabaseUnavailable):
+            await planner.tick(100)
+        assert queue.lost == 1 and sender.in_flight == 0 and len(ahead) == 0  # leased, but not known to be
+        assert sender.free == 0  # all 20 places the plan had stay kept: it may have leased up to 20
+        await planner.reclaim()
+        await eventually(lambda: results, "five results", until=lambda found: len(found) == 5)
+    finally:
+        await backend.close()
+    assert sender.free == 2 * 10
+    assert sorted((result.state, result.attempts) for result in results) == [("sent", 1)] * 5
+    assert len({delivery.cid for delivery in standin.delivered()}) == 5 == len(standin.deliveries)
