@@ -4,7 +4,7 @@ It is made of parts, each small enough to hold in mind and tested on its own:
 - `waker.Waker`: LISTEN/NOTIFY with a heartbeat, and the sleeps until work is due;
 - `planner.Planner`: the plan loop (fires -> runs, exactly once, by the rules of sql/0005);
 - `ahead.PlannedAhead`: runs held until their instant, claimed and handed to the sender on time;
-- `planner.Claimer`: retries, and runs whose holder died, taken over;
+- `claimer.Claimer`: retries, and runs whose holder died, taken over;
 - `sender.Sender`: at most SEND_CONCURRENCY pushes in flight, and no lease without a free slot;
 - `recorder.Recorder`: outcomes written back in batches, fenced on the attempt, never dropped;
 - `supervisor.Supervisor`: restarts a loop that crashed, and reports it down meanwhile (/readyz fails);
@@ -25,8 +25,9 @@ import logging
 from service.domain import dispatch, errors, timing, types
 from service.engine.ahead import PlannedAhead
 from service.engine.backends import PushBackend
+from service.engine.claimer import Claimer
 from service.engine.clock import Clock
-from service.engine.planner import Claimer, Planner
+from service.engine.planner import Planner
 from service.engine.ports import RunQueue
 from service.engine.recorder import Recorder
 from service.engine.sender import Sender
@@ -100,7 +101,7 @@ class Engine:
             batch_size=config.batch_size, planners=config.planners, sweep_interval=config.sweep_interval,
         )
         self.claimer = Claimer(
-            queue, self.sender.reserve, self.sender.unreserve, self.sender.send, self.waker, self.clock,
+            queue, self.sender, self.clock,
             # At most half the sender's places per claim: a claim holds them for its round trip, and the planner
             # (which never waits for places) and the fire loop need some meanwhile.
             batch_size=min(config.batch_size, max(1, config.send_concurrency // 2)), lease=config.lease,

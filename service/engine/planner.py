@@ -2,7 +2,8 @@
 
 Each plan transaction locks a batch of due tasks with SKIP LOCKED (any number of replicas share the work),
 inserts one run per fire through the one rule of sql/0005 and advances the tasks. What it commits is handed
-on at once: its runs to the planned-ahead heap, its missed runs to the log. It plans no more than the heap has
+on at once: the runs due already that it leased (as many as the sender had places for) to the sender, the
+others to the planned-ahead heap, its missed runs to the log. It plans no more than the heap has
 room for, so planning never outruns what the engine can hold, and while a backlog lasts it runs
 `planners` transactions at once.
 """
@@ -15,7 +16,6 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 
-from service import metrics
 from service.domain import dispatch, errors, timing, types
 from service.engine.ahead import PlannedAhead
 from service.engine.clock import Clock
@@ -164,7 +164,6 @@ class Planner:
                 "schedule %s %s; it is stopped", schedule.schedule_id, reason,
                 extra={"event": "schedule_stopped", "schedule_id": str(schedule.schedule_id), "error": reason},
             )
-            metrics.record_run("missed", None)
             return dispatch.DuePlan.stopped(reason)
 
     async def _sweep(self) -> None:
@@ -183,74 +182,3 @@ class Planner:
         except errors.ServiceError:
             wake_at = None
         await self._waker.sleep_until(wake_at, stopping)
-
-
-class Claimer:
-    """Claims due retries and takes over runs whose holder's lease or reservation ran out, no more than there
-    are free send slots; settles on the way the runs past their chance (missed, failed)."""
-
-    def __init__(
-        self,
-        queue: RunQueue,
-        sender_reserve: Callable[[int, asyncio.Event], Awaitable[int]],
-        sender_unreserve: Callable[[int], None],
-        send: Callable[[types.RunToSend], None],
-        waker: Waker,
-        clock: Clock,
-        *,
-        batch_size: int,
-        lease: dt.timedelta,
-        grace: dt.timedelta,
-        max_attempts: int,
-        max_idle_seconds: float,
-    ) -> None:
-        self._queue = queue
-        self._reserve = sender_reserve
-        self._unreserve = sender_unreserve
-        self._send = send
-        self._clock = clock
-        self._batch_size = batch_size
-        self._lease = lease
-        self._grace = grace
-        self._max_attempts = max_attempts
-        self._max_idle = max_idle_seconds
-        self.wake = asyncio.Event()  # a result was recorded as pending: a retry may now be the earliest work
-        self._token = uuid.uuid4()  # names the next claim (sql/0005 claim_due_runs)
-
-    async def run(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            slots = await self._reserve(self._batch_size, stopping)
-            if not slots:
-                continue
-            try:
-                runs, settled = await self._queue.claim_due(
-                    slots, self._lease, self._grace, self._max_attempts, self._token
-                )
-            except errors.ServiceError as exc:
-                # The claim may have committed and lost only its answer: the next one asks with the same token,
-                # and the runs it leased come back then.
-                self._unreserve(slots)
-                log.warning("claiming due runs failed, retrying in 1 s: %s", exc.message)
-                await wait_any(stopping, timeout=1.0)
-                continue
-            except BaseException:
-                self._unreserve(slots)
-                raise
-            self._token = uuid.uuid4()  # answered: the next claim is a new one
-            self._unreserve(slots - len(runs))
-            for run in runs:
-                self._send(run)
-            log_settled(settled)
-            if len(runs) + len(settled) < slots:
-                await self._sleep_until_due(stopping)
-
-    async def _sleep_until_due(self, stopping: asyncio.Event) -> None:
-        self.wake.clear()
-        try:
-            wake_at, _ = await self._queue.next_claim_wake()
-        except errors.ServiceError:
-            wake_at = None
-        timeout = self._max_idle
-        if wake_at is not None:
-            timeout = min(timeout, max(0.0, self._clock.seconds_until(wake_at)))
-        await wait_any(self.wake, stopping, timeout=timeout)
