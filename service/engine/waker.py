@@ -31,6 +31,7 @@ class Waker:
         self._connect_timeout = connect_timeout
         self.wake = asyncio.Event()
         self.listening = False
+        self.connections_made = 0  # LISTEN connections opened so far (one, unless some failed)
         self._wake_at: float | None = None  # database epoch seconds the planner sleeps until; None: awake
 
     def poke(self) -> None:
@@ -64,6 +65,7 @@ class Waker:
             connection = None
             try:
                 connection = await self._queue.listen(self.notified, self._connect_timeout)
+                self.connections_made += 1
                 self.listening = True
                 self.wake.set()  # changes may have been missed while we were not listening
                 while not stopping.is_set():

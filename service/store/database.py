@@ -111,7 +111,13 @@ class Pool:
         return self.pool.acquire(timeout=self.acquire_timeout if timeout is None else timeout)
 
     async def close(self) -> None:
-        await self.pool.close()
+        """Close gracefully within the acquire timeout, else cut what is left: a connection gone half-open
+        (its peer vanished without a word) would make a graceful close wait forever, and a stop with it."""
+        try:
+            await asyncio.wait_for(self.pool.close(), self.acquire_timeout)
+        except TimeoutError:
+            log.warning("database pool did not close within %.1f s; terminating its connections", self.acquire_timeout)
+            self.pool.terminate()
 
 
 async def connect_listener(dsn: str, timeout: float, callback: Callable[[str], None]) -> asyncpg.Connection:

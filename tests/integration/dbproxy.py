@@ -25,6 +25,7 @@ class DatabaseProxy:
         self._upstream = urllib.parse.urlsplit(upstream_dsn)
         self._server: asyncio.AbstractServer | None = None
         self._pipes: set[asyncio.StreamWriter] = set()
+        self._frozen: set[asyncio.StreamWriter] = set()
         self.port = 0
 
     @property
@@ -59,9 +60,18 @@ class DatabaseProxy:
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while chunk := await reader.read(65536):
+                if writer in self._frozen:
+                    continue  # a half-open socket: what is sent never arrives, and nothing says so
                 writer.write(chunk)
                 await writer.drain()
         writer.close()
+
+    def freeze(self) -> int:
+        """Make every open connection half-open: it stays open on both sides, but nothing it carries arrives
+        any more (a peer that vanished without a FIN: a failover, a NAT that dropped the flow). New connections
+        work. Returns how many were frozen."""
+        self._frozen.update(self._pipes)
+        return len(self._pipes) // 2
 
     def cut(self) -> int:
         """Abort every open connection (both sides); new ones are still accepted. Returns how many were cut."""

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from service import admin
@@ -36,6 +37,7 @@ from service.store.runqueue import RunQueue
 from service.store.stores import Stores
 from tests.bulk import bulk_schedules
 from tests.integration.conftest import engine_settings, fetch, next_whole_second, start_service
+from tests.integration.dbproxy import DatabaseProxy
 from tests.standin import StandIn
 from tests.waiting import eventually
 
@@ -433,3 +435,30 @@ async def test_runs_a_plan_leased_whose_answer_was_lost_are_sent_at_once(
     assert sender.free == 2 * 10
     assert sorted((result.state, result.attempts) for result in results) == [("sent", 1)] * 5
     assert len({delivery.cid for delivery in standin.delivered()}) == 5 == len(standin.deliveries)
+
+
+async def test_a_half_open_listen_connection_is_noticed_and_made_again(proxy: DatabaseProxy) -> None:
+    """The waker's heartbeat finds a LISTEN connection that silently stopped carrying anything, and opens a new
+    one, which hears the next notification."""
+    stores = await Stores.open(proxy.dsn, api_pool_size=1, engine_pool_size=2, timeout=2)
+    assert stores.runs is not None
+    waker = Waker(stores.runs, Clock(), plan_ahead=dt.timedelta(seconds=2), max_idle_seconds=5,
+                  heartbeat_seconds=0.2, connect_timeout=2)
+    stopping = asyncio.Event()
+    listening = asyncio.create_task(waker.run(stopping))
+    try:
+        await eventually(lambda: waker.listening, "listening")
+        assert proxy.freeze() >= 1
+        await eventually(lambda: waker.connections_made, "a new LISTEN connection", until=lambda made: made == 2)
+        await eventually(lambda: waker.listening, "listening again")
+        waker.wake.clear()
+        notifier = await asyncpg.connect(proxy.dsn)
+        try:
+            await notifier.execute("SELECT pg_notify('schedule_changes', '0')")
+        finally:
+            await notifier.close()
+        await eventually(lambda: waker.wake.is_set(), "the notification woke the planner")
+    finally:
+        stopping.set()
+        await asyncio.wait_for(listening, 5)
+        await asyncio.wait_for(stores.close(), 5)  # its frozen pool connections are cut, not waited for
