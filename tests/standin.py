@@ -160,6 +160,8 @@ class StandIn:
             outcome = "scripted"
             if status == 429 and "retry_after" in script:
                 extra_headers["Retry-After"] = script["retry_after"]
+            if 300 <= status < 400:
+                extra_headers["Location"] = script.get("location", "/v4/push")
         elif self.faults.active:
             outcome, fault_status = self.faults.draw(cid, self.attempts[cid])
             if outcome == "reset":
@@ -180,6 +182,8 @@ class StandIn:
             answer: dict[str, Any] = {"request_id": body.get("request_id", ""), "msg_id": msg_id}
         else:
             answer = {"error": {"code": 21000 + status, "message": f"stand-in answers {status}"}}
+        if "pad_bytes" in script:  # an answer far larger than any push API's: the sender must not read it all
+            answer["pad"] = "x" * int(script["pad_bytes"])
         self._record(Delivery(received_at, body, dict(request.headers), status, msg_id, outcome))
         return web.json_response(answer, status=status, headers=extra_headers, dumps=json.dumps)
 

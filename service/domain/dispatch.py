@@ -116,13 +116,18 @@ class SendOutcome:
 
 
 def classify_response(status: int, payload: Any, retry_after_header: str | None, now: dt.datetime) -> SendOutcome:
-    """2xx with a msg_id: sent. 5xx: retry. 429: retry, honouring Retry-After. Other 4xx: failed, kept."""
+    """2xx with a msg_id: sent. 3xx (never followed), 5xx: retry. 429: retry, honouring Retry-After. Other 4xx:
+    failed, kept."""
     if 200 <= status < 300:
         msg_id = payload.get("msg_id") if isinstance(payload, dict) else None
         if msg_id in (None, ""):
             return SendOutcome("failed", error=storable_text(f"HTTP {status} without a msg_id: {payload}", 500))
         return SendOutcome("sent", msg_id=storable_text(str(msg_id), 200))
     error = storable_text(f"HTTP {status}: {payload}")
+    if 300 <= status < 400:
+        # Not followed (service.engine.backends): a failed attempt, retried with backoff like a 5xx, so that a
+        # push API URL fixed within the retries still delivers; the status is kept in the error.
+        return SendOutcome("retry", error=storable_text(f"HTTP {status} (redirect, not followed): {payload}"))
     if status == 429:
         return SendOutcome("retry", error=error, retry_after=parse_retry_after(retry_after_header, now))
     if status >= 500:

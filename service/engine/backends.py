@@ -21,6 +21,8 @@ from service.domain import credentials, dispatch, timing, types
 log = logging.getLogger(__name__)
 
 OFFSET_HEADER = "X-Push-Utc-Offset"
+# The most of a push API's answer that is read.
+MAX_ANSWER_BYTES = 64 * 1024
 
 
 def outgoing_push(run: types.RunToSend) -> dict[str, Any]:
@@ -122,8 +124,15 @@ class HttpBackend:
             # run's: retried, by this replica later or by another one that has the key.
             return dispatch.SendOutcome("retry", error=str(exc)), None
         try:
-            async with self._session.post(self._url, json=outgoing_push(run), headers=headers) as response:
-                text = await response.text()
+            # No redirect is followed: the push API answers itself, and a redirect (to another host, or from
+            # http to https) is a configuration to fix, not a place to send an app's credentials to.
+            async with self._session.post(
+                self._url, json=outgoing_push(run), headers=headers, allow_redirects=False
+            ) as response:
+                # At most MAX_ANSWER_BYTES are read: an answer is a small JSON object, and a push API that sends
+                # more must not cost this process its memory.
+                raw = await response.content.read(MAX_ANSWER_BYTES)
+                text = raw.decode("utf-8", "replace")
                 try:
                     payload: Any = json.loads(text)
                 except ValueError:

@@ -312,3 +312,34 @@ async def test_downtime_late_within_grace_is_sent_older_is_missed(database_url: 
         (now - dt.timedelta(minutes=1), "sent"),
     ]
     assert runs[1]["msg_id"] == delivery.msg_id and runs[0]["msg_id"] is None
+
+
+async def test_redirects_are_not_followed_and_answers_are_read_up_to_64_kib(
+    dispatching_service: Service, standin: StandIn, database_url: str
+) -> None:
+    """A 3xx is a failed attempt with its status kept (retried: a push API URL fixed in time still delivers),
+    never followed to where it points; an answer is read up to 64 KiB, so a 1 MB one is not a msg_id."""
+    api = await dispatching_service.new_app()
+    due = next_whole_second(1.0)
+    scripts = {
+        "redirected": {"fail_times": 1, "status": 302, "location": "/elsewhere"},
+        "huge_answer": {"fail_times": 0, "pad_bytes": 1_000_000},
+    }
+    for name, script in scripts.items():
+        body = schedule_body(time=wall_at(due), name=name)
+        body["push"]["custom_args"] = {"standin": script}
+        await api.create(body)
+    await eventually(lambda: runs_settled(database_url, len(scripts)), what="every run's outcome recorded")
+    runs = {
+        row["name"]: row
+        for row in await fetch(
+            database_url,
+            "SELECT s.name, r.state, r.attempts, r.error FROM runs r JOIN schedules s ON s.id = r.schedule_id",
+        )
+    }
+    assert (runs["redirected"]["state"], runs["redirected"]["attempts"]) == ("sent", 2)
+    # Both attempts reached the push API itself, none went where the 302 pointed.
+    redirected = [d for d in standin.deliveries if d.body.get("custom_args", {}).get("standin", {}).get("status") == 302]
+    assert [d.status for d in redirected] == [302, 200]
+    assert runs["huge_answer"]["state"] == "failed"
+    assert runs["huge_answer"]["error"].startswith("HTTP 200 without a msg_id")

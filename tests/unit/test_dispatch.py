@@ -133,3 +133,8 @@ def test_retry_honours_retry_after_and_gives_up() -> None:
     limited = dispatch.SendOutcome("retry", retry_after=30)
     assert policy.next_attempt(1, limited, NOW) == NOW + dt.timedelta(seconds=30)
     assert policy.next_attempt(3, dispatch.SendOutcome("retry"), NOW) is None
+
+
+def test_a_redirect_is_a_failed_attempt_with_its_status_kept() -> None:
+    outcome = dispatch.classify_response(302, "moved", None, NOW)
+    assert outcome.kind == "retry" and outcome.error.startswith("HTTP 302 (redirect, not followed)")
