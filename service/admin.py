@@ -49,7 +49,7 @@ async def register_app(
     if max_schedules < 0:
         raise ValueError("max_schedules must be 0 or more")
     if (push_key is None) != (push_secret is None):
-        raise ValueError("--push-key and --push-secret go together")
+        raise ValueError("--push-key and --push-secret-file go together")
     encrypted = None
     if push_secret is not None:
         if not credentials_key:

@@ -7,6 +7,7 @@ import asyncio
 import http.client
 import json
 import logging
+import pathlib
 import signal
 import sys
 import urllib.request
@@ -27,17 +28,25 @@ log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__, allow_abbrev=False)
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve the API (the default)")
     commands.add_parser("migrate", help="apply pending migrations and exit")
     apps = commands.add_parser("apps", help="manage apps").add_subparsers(dest="apps_command", required=True)
-    create = apps.add_parser("create", help="register an app and print its credentials once, as JSON")
+    # No abbreviations: `--push-secret S` must be refused, not taken as `--push-secret-file S`.
+    create = apps.add_parser(
+        "create", help="register an app and print its credentials once, as JSON", allow_abbrev=False
+    )
     create.add_argument("--name", required=True)
     create.add_argument("--time-zone", default="UTC", help="IANA zone of the app's zone_type 1 times")
     create.add_argument("--max-schedules", type=int, default=None, help="cap of valid tasks")
     create.add_argument("--push-key", help="app key this app pushes with (http backend)")
-    create.add_argument("--push-secret", help="its secret; stored encrypted with PUSH_CREDENTIALS_KEY")
+    # The push secret never comes from argv, which `ps` and shell history show: from a file, or standard input.
+    create.add_argument(
+        "--push-secret-file",
+        metavar="PATH",
+        help="file holding the push key's secret ('-': standard input); stored encrypted with PUSH_CREDENTIALS_KEY",
+    )
     apps.add_parser("list", help="list apps as JSON lines (never their secrets)")
     commands.add_parser(
         "healthcheck", help="exit 0 when the service on HOST:PORT answers /healthz (the container's HEALTHCHECK)"
@@ -56,6 +65,17 @@ async def _with_database(settings: Settings, work: Callable[[str], Awaitable[T]]
             await asyncio.to_thread(server.stop)
 
 
+def _read_push_secret(path: str | None) -> str | None:
+    """The push secret from a file, or standard input for '-', without its trailing newline."""
+    if path is None:
+        return None
+    text = sys.stdin.read() if path == "-" else pathlib.Path(path).read_text(encoding="utf-8")
+    secret = text.rstrip("\r\n")
+    if not secret:
+        raise ValueError(f"--push-secret-file {path}: is empty")
+    return secret
+
+
 async def _apps_create(settings: Settings, args: argparse.Namespace) -> None:
     async def work(dsn: str) -> None:
         stores = await Stores.open(dsn, api_pool_size=1)
@@ -67,7 +87,7 @@ async def _apps_create(settings: Settings, args: argparse.Namespace) -> None:
                 args.time_zone,
                 cap,
                 push_key=args.push_key,
-                push_secret=args.push_secret,
+                push_secret=_read_push_secret(args.push_secret_file),
                 credentials_key=settings.push_credentials_key,
             )
         finally:
@@ -175,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_apps_create(settings, args))
         else:
             asyncio.run(_apps_list(settings))
-    except (ValueError, migrations.MigrationError) as exc:
+    except (ValueError, OSError, migrations.MigrationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from service.app import create_app
+from service.domain import credentials
 from service.settings import Settings
 from tests.conftest import MEASURED
 from tests.integration.conftest import future_time, schedule_body
@@ -231,3 +232,34 @@ async def test_sigterm_finishes_the_request_in_flight_then_stops_everything(
     # fast PostgreSQL stop.
     assert shutdown_seconds < 8, shutdown_seconds
     record_property(MEASURED, f"shutdown: SIGTERM with a request in flight to exit 0, PostgreSQL stopped: {shutdown_seconds:.2f} s")
+
+
+def test_apps_create_reads_the_push_secret_from_stdin_or_a_file_never_argv(
+    database_url: str, tmp_path: pathlib.Path
+) -> None:
+    key = credentials.new_encryption_key()
+    env = cli_env(DATABASE_URL=database_url, DATA_DIR=str(tmp_path), PUSH_CREDENTIALS_KEY=key)
+    argv = [sys.executable, "-m", "service", "apps", "create", "--name", "pushy", "--push-key", "pk"]
+    from_stdin = subprocess.run(
+        [*argv, "--push-secret-file", "-"], cwd=ROOT, env=env, input="secret-from-stdin\n", capture_output=True,
+        text=True, timeout=60,
+    )
+    assert from_stdin.returncode == 0, from_stdin.stderr
+    secret_file = tmp_path / "push-secret"
+    secret_file.write_text("secret-from-file\n", encoding="utf-8")
+    from_file = subprocess.run([*argv, "--push-secret-file", str(secret_file)], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=60)
+    assert from_file.returncode == 0, from_file.stderr
+    on_argv = subprocess.run([*argv, "--push-secret", "leaked"], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert on_argv.returncode == 2 and "unrecognized arguments: --push-secret" in on_argv.stderr
+
+    async def stored() -> list[str]:
+        connection = await asyncpg.connect(database_url)
+        try:
+            rows = await connection.fetch("SELECT push_secret_encrypted FROM apps WHERE push_key = 'pk'")
+        finally:
+            await connection.close()
+        return sorted(credentials.decrypt_push_secret(bytes(row[0]), key) for row in rows)
+
+    assert asyncio.run(stored()) == ["secret-from-file", "secret-from-stdin"]
