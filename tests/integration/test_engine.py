@@ -166,6 +166,25 @@ async def test_delete_disable_and_time_change_just_before_due(dispatching_servic
     assert (await api.get(ids["moved"])).json["trigger"]["single"]["time"] == later
 
 
+async def scripted_runs(
+    api: Api, database_url: str, due: dt.datetime, scripts: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """One task per script, due at `due`, each push telling the stand-in how to answer (tests/standin.py);
+    once every run's outcome is recorded, the runs by task name."""
+    for name, script in scripts.items():
+        body = schedule_body(time=wall_at(due), name=name)
+        body["push"]["custom_args"] = {"standin": script}
+        await api.create(body)
+    await eventually(
+        lambda: runs_settled(database_url, len(scripts)), what="every run's outcome recorded", timeout=30
+    )
+    rows = await fetch(
+        database_url,
+        "SELECT s.name, r.state, r.attempts, r.msg_id, r.error FROM runs r JOIN schedules s ON s.id = r.schedule_id",
+    )
+    return {row["name"]: row for row in rows}
+
+
 async def test_backend_failures_end_sent_and_400_fails_at_once(dispatching_service: Service, standin: StandIn, database_url: str) -> None:
     api = await dispatching_service.new_app()
     due = next_whole_second(1.0)
@@ -176,20 +195,7 @@ async def test_backend_failures_end_sent_and_400_fails_at_once(dispatching_servi
         "rate_limited": {"fail_times": 1, "status": 429, "retry_after": "1"},
         "rejected": {"fail_times": 99, "status": 400},
     }
-    ids = {}
-    for name, script in scripts.items():
-        body = schedule_body(time=wall_at(due), name=name)
-        body["push"]["custom_args"] = {"standin": script}
-        ids[name] = (await api.create(body)).json["schedule_id"]
-    await standin.wait_for(4, timeout=20)
-    await eventually(lambda: runs_settled(database_url, len(scripts)), what="every run's outcome recorded")
-    runs = {
-        row["name"]: row
-        for row in await fetch(
-            database_url,
-            "SELECT s.name, r.state, r.attempts, r.msg_id, r.error FROM runs r JOIN schedules s ON s.id = r.schedule_id",
-        )
-    }
+    runs = await scripted_runs(api, database_url, due, scripts)
     for name in ("flaky_500", "flaky_503", "stalls", "rate_limited"):
         assert runs[name]["state"] == "sent", (name, runs[name]["error"])
         assert runs[name]["attempts"] == scripts[name]["fail_times"] + 1
@@ -325,18 +331,7 @@ async def test_redirects_are_not_followed_and_answers_are_read_up_to_64_kib(
         "redirected": {"fail_times": 1, "status": 302, "location": "/elsewhere"},
         "huge_answer": {"fail_times": 0, "pad_bytes": 1_000_000},
     }
-    for name, script in scripts.items():
-        body = schedule_body(time=wall_at(due), name=name)
-        body["push"]["custom_args"] = {"standin": script}
-        await api.create(body)
-    await eventually(lambda: runs_settled(database_url, len(scripts)), what="every run's outcome recorded")
-    runs = {
-        row["name"]: row
-        for row in await fetch(
-            database_url,
-            "SELECT s.name, r.state, r.attempts, r.error FROM runs r JOIN schedules s ON s.id = r.schedule_id",
-        )
-    }
+    runs = await scripted_runs(api, database_url, due, scripts)
     assert (runs["redirected"]["state"], runs["redirected"]["attempts"]) == ("sent", 2)
     # Both attempts reached the push API itself, none went where the 302 pointed.
     redirected = [d for d in standin.deliveries if d.body.get("custom_args", {}).get("standin", {}).get("status") == 302]
