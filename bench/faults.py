@@ -330,6 +330,7 @@ class Rig(Bench):
                 "DATA_DIR": str(self.workdir),
                 "PORT": str(port),
                 "PUSH_API_URL": self.standin_url,
+                "PUSH_REQUIRE_CREDENTIALS": "false",
                 **self.service_env,
                 **env,
             }
@@ -972,7 +973,7 @@ async def engine_exception(
             stores = await Stores.open(rig.dsn, api_pool_size=1, engine_pool_size=10, timeout=5)
             assert stores.runs is not None
             raised = inject_once(stores.runs, method, RuntimeError(f"injected fault in RunQueue.{method}"))
-            backend = backends.HttpBackend(rig.standin_url, timeout_seconds=2, concurrency=50, credentials_key=None)
+            backend = backends.HttpBackend(rig.standin_url, timeout_seconds=2, concurrency=50, credentials_key=None, require_credentials=False)
             engine = dispatcher.Engine(stores.runs, backend, config)
             await engine.start()
             try:

@@ -92,6 +92,7 @@ class Bench:
             "DATA_DIR": str(self.workdir),
             "PORT": str(port),
             "PUSH_API_URL": self.standin_url,
+            "PUSH_REQUIRE_CREDENTIALS": "false",  # the stand-in is one tenant's push API
             "LOG_LEVEL": "WARNING",
             **self.service_env,
             **extra_env,

@@ -34,10 +34,11 @@ async def fill(dsn: str, app_keys: list[str], total: int) -> None:
     try:
         await database.register_json_codecs(connection)
         await connection.execute(
-            "INSERT INTO schedules (id, app_key, name, enabled, trigger, push, next_fire_at, final_fire_at) "
+            "INSERT INTO schedules (id, app_key, name, enabled, trigger, push, next_fire_at, final_fire_at, kind, "
+            "zone_type, time_zone) "
             "SELECT gen_random_uuid(), ($1::text[])[1 + n % array_length($1::text[], 1)], 'stored_' || n, true, "
             "jsonb_build_object('single', jsonb_build_object('time', to_char(due, 'YYYY-MM-DD HH24:MI:SS'), 'zone_type', 1)), "
-            "$2, due, due "
+            "$2, due, due, 'single', 1, 'UTC' "
             "FROM (SELECT n, now() + interval '1 day' + (n % 300) * interval '1 day' + (n % 86400) * interval '1 second' AS due "
             "      FROM generate_series(1, $3) AS n) AS spread",
             app_keys, push, total,

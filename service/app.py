@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -19,7 +18,7 @@ from service.api import handlers, keys, middleware, ops
 from service.domain import credentials, dispatch
 from service.engine import backends, dispatcher
 from service.settings import Settings
-from service.store import embedded, migrations
+from service.store import embedded, migrations, notices
 from service.store.schedules import ScheduleStore
 from service.store.stores import Stores
 
@@ -28,6 +27,7 @@ log = logging.getLogger(__name__)
 # The process's stores; the handlers see only the one each needs (service.api.keys).
 STORES = web.AppKey("stores", Stores)
 ENGINE = web.AppKey("engine", dispatcher.Engine)
+APP_CHANGES = web.AppKey("app_changes", notices.AppChanges)
 
 
 async def open_database(settings: Settings) -> tuple[str, embedded.EmbeddedPostgres | None]:
@@ -46,6 +46,7 @@ def make_backend(settings: Settings) -> backends.PushBackend:
             timeout_seconds=settings.send_timeout_seconds,
             concurrency=settings.send_concurrency,
             credentials_key=settings.push_credentials_key,
+            require_credentials=settings.push_require_credentials,
         )
     return backends.LocalBackend()
 
@@ -106,6 +107,20 @@ async def check_push_credentials_key(store: ScheduleStore, settings: Settings) -
             ) from None
 
 
+async def create_demo_app(store: ScheduleStore, settings: Settings) -> None:
+    """On the first start of an empty embedded database, a demo app, so a new user can call the API at once
+    (the quick start). Its secret goes only to a 0600 file; the log line names the file, never the secret."""
+    demo = await admin.ensure_demo_app(store, settings.data_dir, settings.default_max_schedules)
+    if demo is not None:
+        saved_in = settings.data_dir / admin.DEMO_CREDENTIALS_FILE
+        log.warning(
+            "created a demo app %s; its credentials are in %s (mode 0600)",
+            demo.app.app_key,
+            saved_in,
+            extra={"event": "demo_app_created", "app_key": demo.app.app_key, "credentials_file": str(saved_in)},
+        )
+
+
 def engine_wake_horizon(settings: Settings) -> dt.timedelta:
     """How far ahead a change must NOTIFY the engines: every engine reads the database again at least every
     ENGINE_MAX_IDLE_SECONDS and plans ENGINE_PLAN_AHEAD_SECONDS ahead. It assumes every replica runs with the
@@ -153,22 +168,19 @@ def create_app(settings: Settings) -> web.Application:
             app[STORES] = stores
             app[keys.SCHEDULES] = stores.schedules
             app[keys.PROBES] = stores.probes
+            cache = app[keys.CREDENTIALS]
+            app_changes = notices.AppChanges(dsn, cache.forget, cache.clear)
+            app[APP_CHANGES] = app_changes
+            stop_listening = asyncio.Event()
+            listening = asyncio.create_task(app_changes.run(stop_listening), name="app-changes")
             try:
                 await check_push_credentials_key(stores.schedules, settings)
-                demo = await admin.ensure_demo_app(stores.schedules, settings.data_dir, settings.default_max_schedules)
-                if demo is not None:
-                    # Printed once, on the first start of an empty database, so a new user can call the API at
-                    # once (the quick start asks for it); also saved in a 0600 file. Production apps come from
-                    # `apps create`, whose secret is shown only to the operator who runs it.
-                    saved_in = settings.data_dir / admin.DEMO_CREDENTIALS_FILE
-                    log.warning(
-                        "created a demo app; its credentials, also saved in %s: %s",
-                        saved_in,
-                        json.dumps(demo.to_json()),
-                        extra={"event": "demo_app_created", "credentials_file": str(saved_in), **demo.to_json()},
-                    )
+                if server is not None:  # the embedded database only: never on a server named by DATABASE_URL
+                    await create_demo_app(stores.schedules, settings)
                 yield
             finally:
+                stop_listening.set()
+                await listening
                 await stores.close()
         finally:
             if server is not None:

@@ -1,9 +1,11 @@
-"""Command line: `serve` (default), `migrate`, `apps create`, `apps list`, `healthcheck`."""
+"""Command line: `serve` (default), `migrate`, `apps create|list|disable|enable|delete|rotate-secret|update`,
+`healthcheck`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import http.client
 import json
 import logging
@@ -18,6 +20,7 @@ from aiohttp import web
 
 from service import admin, logs
 from service.app import create_app, drain, open_database
+from service.domain import types
 from service.settings import Settings
 from service.store import migrations
 from service.store.stores import Stores
@@ -48,6 +51,22 @@ def _parser() -> argparse.ArgumentParser:
         help="file holding the push key's secret ('-': standard input); stored encrypted with PUSH_CREDENTIALS_KEY",
     )
     apps.add_parser("list", help="list apps as JSON lines (never their secrets)")
+    for name, summary in (
+        ("disable", "stop the app: its tasks do not fire and its credentials open nothing, on every replica at once"),
+        ("enable", "start a disabled app again"),
+        ("delete", "delete the app and its tasks for good; the retention sweep purges them later"),
+        ("rotate-secret", "give the app a new master secret, printed once; the old one stops working at once"),
+    ):
+        apps.add_parser(name, help=summary, allow_abbrev=False).add_argument("app_key", metavar="KEY")
+    update = apps.add_parser(
+        "update", help="change an app's time zone, cap or push credentials (stored tasks keep their zone)",
+        allow_abbrev=False,
+    )
+    update.add_argument("app_key", metavar="KEY")
+    update.add_argument("--time-zone", help="IANA zone for tasks created from now on")
+    update.add_argument("--max-schedules", type=int, help="cap of valid tasks (a lower cap deletes nothing)")
+    update.add_argument("--push-key", help="app key this app pushes with (http backend)")
+    update.add_argument("--push-secret-file", metavar="PATH", help="as for `apps create`")
     commands.add_parser(
         "healthcheck", help="exit 0 when the service on HOST:PORT answers /healthz (the container's HEALTHCHECK)"
     )
@@ -101,22 +120,42 @@ async def _apps_list(settings: Settings) -> None:
     async def work(dsn: str) -> None:
         stores = await Stores.open(dsn, api_pool_size=1)
         try:
-            for app in await stores.schedules.list_apps():
-                print(
-                    json.dumps(
-                        {
-                            "app_key": app.app_key,
-                            "name": app.name,
-                            "time_zone": app.time_zone,
-                            "max_schedules": app.max_schedules,
-                            "created_at": app.created_at.isoformat(),
-                        }
-                    )
-                )
+            for record in await stores.schedules.list_apps():
+                print(json.dumps(record.to_json()))
         finally:
             await stores.close()
 
     await _with_database(settings, work)
+
+
+_STATE_OF_COMMAND: dict[str, types.AppState] = {"disable": "disabled", "enable": "active", "delete": "deleted"}
+
+
+async def _apps_change(settings: Settings, args: argparse.Namespace) -> None:
+    """disable, enable, delete, rotate-secret and update: one app, its result printed as one JSON object."""
+
+    async def work(dsn: str) -> dict[str, object]:
+        stores = await Stores.open(dsn, api_pool_size=1)
+        try:
+            store = stores.schedules
+            if args.apps_command in _STATE_OF_COMMAND:
+                now = dt.datetime.now(dt.timezone.utc)
+                return await admin.set_app_state(store, args.app_key, _STATE_OF_COMMAND[args.apps_command], now)
+            if args.apps_command == "rotate-secret":
+                return await admin.rotate_secret(store, args.app_key)
+            return await admin.update_app(
+                store,
+                args.app_key,
+                time_zone=args.time_zone,
+                max_schedules=args.max_schedules,
+                push_key=args.push_key,
+                push_secret=_read_push_secret(args.push_secret_file),
+                credentials_key=settings.push_credentials_key,
+            )
+        finally:
+            await stores.close()
+
+    print(json.dumps(await _with_database(settings, work)))
 
 
 async def serve(settings: Settings) -> None:
@@ -193,8 +232,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"applied": applied}))
         elif args.apps_command == "create":
             asyncio.run(_apps_create(settings, args))
-        else:
+        elif args.apps_command == "list":
             asyncio.run(_apps_list(settings))
+        else:
+            asyncio.run(_apps_change(settings, args))
     except (ValueError, OSError, migrations.MigrationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

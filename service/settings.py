@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     push_credentials_key: str | None = Field(
         default=None, description="Fernet key encrypting the apps' push secrets at rest"
     )
+    push_require_credentials: bool = Field(
+        default=True,
+        description="with PUSH_API_URL: a run of an app without push credentials fails at once (true), or is "
+        "sent with no Authorization (false: one tenant, behind a gateway that authenticates the service)",
+    )
     misfire_grace: float = Field(
         default=300, ge=0, description="seconds: a fire found late by at most this is sent, older is recorded missed"
     )

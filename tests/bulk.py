@@ -20,8 +20,9 @@ async def bulk_schedules(dsn: str, app_key: str, due: dt.datetime, count: int, *
     try:
         await database.register_json_codecs(connection)
         await connection.execute(
-            "INSERT INTO schedules (id, app_key, name, enabled, trigger, push, next_fire_at, final_fire_at, kind, zone_type) "
-            f"SELECT id, $1, 'burst_' || n, true, $2, $3::jsonb || {tag}, $4, $4, 'single', 1 "
+            "INSERT INTO schedules (id, app_key, name, enabled, trigger, push, next_fire_at, final_fire_at, kind, zone_type, "
+            "time_zone) "
+            f"SELECT id, $1, 'burst_' || n, true, $2, $3::jsonb || {tag}, $4, $4, 'single', 1, 'UTC' "
             "FROM (SELECT gen_random_uuid() AS id, n FROM generate_series(1, $5) AS n) AS task",
             app_key, trigger, push, due, count,
         )

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from service.api import keys
-from service.domain import errors, models, schedules, timing, types
+from service.domain import errors, models, schedules, types
 
 PAGE_SIZE = 50
 MAX_OFFSET = 2**62
@@ -54,10 +54,6 @@ def _schedule_id(request: web.Request) -> types.ScheduleId:
         raise errors.ScheduleNotFound() from None
 
 
-def _app_zone(app: types.App) -> dt.tzinfo:
-    return timing.load_zone(app.time_zone)
-
-
 def _ok(payload: Any) -> web.Response:
     return web.json_response(payload, dumps=lambda value: json.dumps(value, ensure_ascii=False))
 
@@ -69,7 +65,7 @@ async def create_schedule(request: web.Request) -> web.Response:
     body: models.ScheduleCreate = models.parse(models.ScheduleCreate, raw)
     now = _now()
     values = schedules.values_for_create(
-        body, raw["push"], _app_zone(app), now, request.app[keys.WAVE_OFFSETS]
+        body, raw["push"], app.time_zone, now, request.app[keys.WAVE_OFFSETS]
     )
     schedule_id, name = await request.app[keys.SCHEDULES].create_schedule(app.app_key, values, body.cid, now)
     return _ok({"schedule_id": str(schedule_id), "name": name})
@@ -111,7 +107,7 @@ async def update_schedule(request: web.Request) -> web.Response:
     raw = await _json_body(request)
     body: models.ScheduleUpdate = models.parse(models.ScheduleUpdate, raw)
     now = _now()
-    zone, offsets = _app_zone(app), request.app[keys.WAVE_OFFSETS]
+    zone, offsets = app.time_zone, request.app[keys.WAVE_OFFSETS]
     updated = await request.app[keys.SCHEDULES].update_schedule(
         app.app_key,
         schedule_id,

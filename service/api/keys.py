@@ -16,8 +16,12 @@ from service.store import probes, schedules
 class CredentialCache:
     """Apps and their secret digests by app key, for a few seconds, so authenticating does not cost a query
     on every request. Unknown keys are remembered too, so a wrong key and a wrong secret still take the same
-    path and the same time. Apps are never deleted and their secrets never change through the service, so
-    a short lifetime loses nothing; a new app is seen at once (an unknown key is re-asked after the TTL)."""
+    path and the same time.
+
+    A disable, rotate, delete or update of an app reaches every process at once through NOTIFY
+    (service.store.notices), which calls `forget`; `clear` when notifications may have been missed. The
+    lifetime is only the fallback while that connection is down; a new app is seen once an unknown key is
+    re-asked, after the lifetime."""
 
     def __init__(self, ttl_seconds: float = 10.0, max_entries: int = 10_000) -> None:
         self._ttl = ttl_seconds
@@ -35,6 +39,12 @@ class CredentialCache:
         if len(self._entries) >= self._max_entries:
             self._entries.clear()  # simplest bound: a burst of new keys costs one refill
         self._entries[app_key] = (time.monotonic() + self._ttl, found)
+
+    def forget(self, app_key: str) -> None:
+        self._entries.pop(app_key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
 
 
 SCHEDULES = web.AppKey("schedules", schedules.ScheduleStore)

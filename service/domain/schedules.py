@@ -40,20 +40,22 @@ def plan_trigger(
 def values_for_create(
     body: models.ScheduleCreate,
     raw_push: dict[str, Any],
-    app_zone: dt.tzinfo,
+    app_time_zone: str,
     now: dt.datetime,
     wave_offsets: Sequence[int],
 ) -> types.ScheduleValues:
-    """What a create stores: the push exactly as sent, the trigger normalized, the fires planned."""
+    """What a create stores: the push exactly as sent, the trigger normalized, the fires planned in the app's
+    zone, which the task keeps."""
     trigger = body.trigger.to_wire()
     return types.ScheduleValues(
         name=body.name,
         enabled=body.enabled,
         trigger=trigger,
         push=raw_push,
-        plan=plan_trigger(body.trigger, app_zone, now, wave_offsets),
+        plan=plan_trigger(body.trigger, timing.load_zone(app_time_zone), now, wave_offsets),
         kind=dispatch.trigger_kind(trigger),
         zone_type=dispatch.zone_type(trigger),
+        time_zone=app_time_zone,
     )
 
 
@@ -65,13 +67,17 @@ def values_for_update(
     current: types.Schedule,
     body: models.ScheduleUpdate,
     raw: dict[str, Any],
-    app_zone: dt.tzinfo,
+    app_time_zone: str,
     now: dt.datetime,
     wave_offsets: Sequence[int],
 ) -> types.ScheduleValues:
-    """Replace each field the PUT names, wholly; a new trigger keeps its kind and zone type."""
+    """Replace each field the PUT names, wholly; a new trigger keeps its kind and zone type.
+
+    A new trigger is read in the app's zone now, which the task keeps from then on; a kept trigger stays in
+    the zone the task was planned in, so changing the app's zone never moves a stored task's fires."""
     plan = None
     trigger = current.trigger
+    time_zone = current.time_zone
     if body.trigger is not None:
         trigger = body.trigger.to_wire()
         old_kind, old_zone = _kind_and_zone(current.trigger)
@@ -84,10 +90,12 @@ def values_for_update(
             raise errors.InvalidParameter(
                 f"trigger.{new_kind}.zone_type: cannot change from {old_zone} to {new_zone} on an existing task"
             )
-        plan = plan_trigger(body.trigger, app_zone, now, wave_offsets)
+        time_zone = app_time_zone
+        plan = plan_trigger(body.trigger, timing.load_zone(time_zone), now, wave_offsets)
     elif body.enabled and not current.enabled:
         # Re-enabled: fires (waves) that passed while it was disabled are skipped, never sent late.
-        plan = plan_trigger(models.Trigger.model_validate(current.trigger), app_zone, now, wave_offsets)
+        zone = timing.load_zone(time_zone)
+        plan = plan_trigger(models.Trigger.model_validate(current.trigger), zone, now, wave_offsets)
     return types.ScheduleValues(
         name=body.name if body.name is not None else current.name,
         enabled=body.enabled if body.enabled is not None else current.enabled,
@@ -96,4 +104,5 @@ def values_for_update(
         plan=plan,
         kind=dispatch.trigger_kind(trigger),
         zone_type=dispatch.zone_type(trigger),
+        time_zone=time_zone,
     )

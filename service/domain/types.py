@@ -12,6 +12,7 @@ AppKey = NewType("AppKey", str)
 
 ZoneType = Literal[1, 2]
 ScheduleState = Literal["active", "expired", "deleted"]
+AppState = Literal["active", "disabled", "deleted"]
 RunState = Literal["planned", "pending", "sending", "sent", "failed", "skipped", "missed", "cancelled"]
 
 
@@ -24,6 +25,26 @@ class App:
     time_zone: str
     max_schedules: int
     created_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AppRecord:
+    """An app as the operator's CLI shows it: never its secrets, only whether it has push credentials."""
+
+    app: App
+    state: AppState
+    has_push_credentials: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "app_key": self.app.app_key,
+            "name": self.app.name,
+            "state": self.state,
+            "time_zone": self.app.time_zone,
+            "max_schedules": self.app.max_schedules,
+            "has_push_credentials": self.has_push_credentials,
+            "created_at": self.app.created_at.isoformat(),
+        }
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,6 +77,7 @@ class Schedule:
     push: dict[str, Any]
     created_at: dt.datetime
     final_fire_at: dt.datetime
+    time_zone: str  # the zone its zone_type 1 wall-clock times were read in (the app's, when last planned)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -78,6 +100,7 @@ class ScheduleValues:
     plan: FirePlan | None  # None on an update that leaves the trigger as it was
     kind: str  # the trigger's kind and zone type, stored as columns for the engine's SQL
     zone_type: int
+    time_zone: str  # the zone `plan` was computed in, kept with the task
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

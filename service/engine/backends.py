@@ -72,16 +72,29 @@ class LocalBackend:
         return dispatch.SendOutcome("sent", msg_id=msg_id), payload
 
 
+NO_PUSH_CREDENTIALS = (
+    "the app has no push credentials (give them with `apps update KEY --push-key K --push-secret-file F`; "
+    "PUSH_REQUIRE_CREDENTIALS=false sends without Authorization)"
+)
+
+
 class HttpBackend:
     """POST {url}/v4/push with the app's push credentials, pooled connections and a per-send timeout."""
 
     def __init__(
-        self, base_url: str, *, timeout_seconds: float, concurrency: int, credentials_key: str | None
+        self,
+        base_url: str,
+        *,
+        timeout_seconds: float,
+        concurrency: int,
+        credentials_key: str | None,
+        require_credentials: bool,
     ) -> None:
         self._url = base_url.rstrip("/") + "/v4/push"
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._concurrency = concurrency
         self._credentials_key = credentials_key
+        self._require_credentials = require_credentials
         self._session: aiohttp.ClientSession | None = None
         self._authorization: dict[bytes, str] = {}
 
@@ -117,6 +130,10 @@ class HttpBackend:
 
     async def send(self, run: types.RunToSend) -> tuple[dispatch.SendOutcome, dict[str, Any] | None]:
         assert self._session is not None, "HttpBackend.start() was not awaited"
+        if self._require_credentials and not (run.push_key and run.push_secret_encrypted):
+            # Many tenants share this push API: a push with no Authorization would go out as nobody's, or as
+            # whoever the push API takes an unauthenticated caller for. Failed at once: no retry can help.
+            return dispatch.SendOutcome("failed", error=NO_PUSH_CREDENTIALS), None
         try:
             headers = self._headers(run)
         except ValueError as exc:

@@ -29,6 +29,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 NOTIFY_CHANNEL = "schedule_changes"
+# sql/0006 notify_app_changed: an app's credentials, zone or state changed; the payload is its key.
+APP_CHANGES_CHANNEL = "app_changes"
 
 # Failures that mean "the database cannot do this right now": the caller may retry (28203). Disk full and other
 # resource exhaustion (class 53) belong here: the write was not acknowledged, nothing is lost. So do a replica
@@ -120,8 +122,11 @@ class Pool:
             self.pool.terminate()
 
 
-async def connect_listener(dsn: str, timeout: float, callback: Callable[[str], None]) -> asyncpg.Connection:
-    """A dedicated connection LISTENing for schedule changes; `callback(payload)` on each notification."""
+async def connect_listener(
+    dsn: str, timeout: float, callback: Callable[[str], None], channel: str = NOTIFY_CHANNEL
+) -> asyncpg.Connection:
+    """A dedicated connection LISTENing on `channel` (schedule changes by default); `callback(payload)` on
+    each notification."""
     connection = await asyncpg.connect(dsn=dsn, timeout=timeout)
-    await connection.add_listener(NOTIFY_CHANNEL, lambda _connection, _pid, _channel, payload: callback(payload))
+    await connection.add_listener(channel, lambda _connection, _pid, _channel, payload: callback(payload))
     return connection

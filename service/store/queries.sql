@@ -2,9 +2,10 @@
 -- Instants are passed in as $n rather than read with now(), so validation and queries agree on the clock.
 
 -- name: get_app
--- One app with the digest of its master secret, for authentication.
+-- One active app with the digest of its master secret, for authentication: a disabled or deleted app's
+-- credentials open nothing.
 SELECT app_key, name, time_zone, max_schedules, created_at, secret_sha256
-FROM apps WHERE app_key = $1;
+FROM apps WHERE app_key = $1 AND app_is_active(state);
 
 -- name: insert_app
 INSERT INTO apps (app_key, name, secret_sha256, time_zone, max_schedules, push_key, push_secret_encrypted)
@@ -12,7 +13,25 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)
 RETURNING app_key, name, time_zone, max_schedules, created_at;
 
 -- name: list_apps
-SELECT app_key, name, time_zone, max_schedules, created_at FROM apps ORDER BY created_at, app_key;
+SELECT app_key, name, time_zone, max_schedules, created_at, state, push_key IS NOT NULL AS has_push_credentials
+FROM apps ORDER BY created_at, app_key;
+
+-- name: get_app_record
+SELECT app_key, name, time_zone, max_schedules, created_at, state, push_key IS NOT NULL AS has_push_credentials
+FROM apps WHERE app_key = $1;
+
+-- name: lock_demo_app_creation
+-- Replicas starting together on one empty database: one creates the demo app, the others wait for its commit
+-- and then find an app. A transaction-level advisory lock, released on commit.
+SELECT pg_advisory_xact_lock(hashtext('push-schedule-service: demo app'));
+
+-- name: set_app_state
+-- Disable, enable or delete an app and stop or wake its tasks, in one transaction (sql/0006 set_app_state).
+SELECT set_app_state($1, $2, $3);
+
+-- name: update_app
+-- Change what was given, and tell every process to forget the app (sql/0006 update_app).
+SELECT update_app($1, $2, $3, $4, $5, $6);
 
 -- name: count_apps
 SELECT count(*) FROM apps;
@@ -20,27 +39,27 @@ SELECT count(*) FROM apps;
 -- name: create_schedule
 -- Lock the app, check cid and cap, insert, notify: one round trip (sql/0003_create_in_one_round_trip.sql).
 SELECT outcome, id, name, valid, cap
-FROM create_schedule($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15);
+FROM create_schedule($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16);
 
 -- name: count_valid_schedules
 SELECT count(*) FROM schedules WHERE app_key = $1 AND schedule_is_valid(state, final_fire_at, $2);
 
 -- name: list_valid_schedules
 -- One page of an app's valid tasks, oldest created first.
-SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at
+SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone
 FROM schedules
 WHERE app_key = $1 AND schedule_is_valid(state, final_fire_at, $2)
 ORDER BY created_at, id
 LIMIT $3 OFFSET $4;
 
 -- name: get_valid_schedule
-SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at
+SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone
 FROM schedules
 WHERE id = $1 AND app_key = $2 AND schedule_is_valid(state, final_fire_at, $3);
 
 -- name: update_schedule
--- Write what the domain computed from the locked row, in one round trip (sql/0005 update_schedule).
-SELECT * FROM update_schedule($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13);
+-- Write what the domain computed from the locked row, in one round trip (sql/0006 update_schedule).
+SELECT * FROM update_schedule($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14);
 
 -- name: delete_schedule
 -- Soft delete and drop or cancel the runs still to go, in one round trip (sql/0005 delete_schedule).
@@ -48,7 +67,7 @@ SELECT delete_schedule($1, $2, $3);
 
 -- name: lock_schedule
 -- The task an update is about, whatever its validity (an expired one answers 28100, not 404).
-SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at,
+SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone,
        schedule_is_valid(state, final_fire_at, $3) AS valid
 FROM schedules
 WHERE id = $1 AND app_key = $2 AND state <> 'deleted'
@@ -80,12 +99,13 @@ SELECT * FROM plan_single_fires($1::interval, $2, $3::interval, $4::interval, $5
 -- due index in next_fire_at order, stopping at the batch size; right after a bulk of creates, before
 -- autovacuum's ANALYZE, the planner guessed few due rows and picked a bitmap scan that reads and sorts every due
 -- row (100k due: 10.6 s instead of 4.3 s to plan them all, quadratic in the backlog): the plan transaction runs
--- prefer_ordered_index_scans first.
+-- prefer_ordered_index_scans first. Tasks of apps that are not active are left alone (sql/0006 app_is_active).
 WITH clock AS MATERIALIZED (SELECT clock_timestamp() AS now)
-SELECT s.id, s.app_key, s.trigger, s.push, s.zone_type, s.next_fire_at, a.time_zone, a.push_key,
+SELECT s.id, s.app_key, s.trigger, s.push, s.zone_type, s.next_fire_at, s.time_zone, a.push_key,
        a.push_secret_encrypted, clock.now
 FROM clock, schedules s JOIN apps a ON a.app_key = s.app_key
 WHERE s.enabled AND s.state = 'active' AND s.next_fire_at <= clock.now + $1::interval
+  AND s.app_key NOT IN (SELECT i.app_key FROM apps i WHERE NOT app_is_active(i.state))
 ORDER BY s.next_fire_at
 LIMIT $2
 FOR UPDATE OF s SKIP LOCKED;
@@ -164,8 +184,11 @@ WHERE r.id = held.id AND r.state = 'sending' AND r.attempts = held.attempts;
 
 -- name: next_plan_wake
 -- The earliest instant the planner has work ($1 before the next fire to plan), and the database's instant now,
--- so the engine sleeps by the database's clock.
-SELECT (SELECT min(next_fire_at) FROM schedules WHERE enabled AND state = 'active' AND next_fire_at IS NOT NULL)
+-- so the engine sleeps by the database's clock. A due task of an app that is not active is no work: without
+-- the filter the planner would wake for it again and again.
+SELECT (SELECT min(next_fire_at) FROM schedules
+        WHERE enabled AND state = 'active' AND next_fire_at IS NOT NULL
+          AND app_key NOT IN (SELECT i.app_key FROM apps i WHERE NOT app_is_active(i.state)))
            - $1::interval AS wake_at,
        clock_timestamp() AS now;
 
@@ -199,6 +222,7 @@ WHERE id IN (
 SELECT
     (SELECT count(*) FROM (SELECT 1 FROM schedules
      WHERE enabled AND state = 'active' AND next_fire_at IS NOT NULL AND next_fire_at <= clock_timestamp()
+       AND app_key NOT IN (SELECT i.app_key FROM apps i WHERE NOT app_is_active(i.state))
      LIMIT $1) AS due) AS fires,
     (SELECT count(*) FROM (SELECT 1 FROM runs
      WHERE state = 'pending' AND next_attempt_at <= clock_timestamp() LIMIT $1) AS due) AS retries,

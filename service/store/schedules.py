@@ -24,6 +24,10 @@ def _app(row: asyncpg.Record) -> types.App:
     )
 
 
+def _app_record(row: asyncpg.Record) -> types.AppRecord:
+    return types.AppRecord(_app(row), row["state"], row["has_push_credentials"])
+
+
 def _schedule(row: asyncpg.Record) -> types.Schedule:
     return types.Schedule(
         schedule_id=types.ScheduleId(row["id"]),
@@ -34,6 +38,7 @@ def _schedule(row: asyncpg.Record) -> types.Schedule:
         push=row["push"],
         created_at=row["created_at"],
         final_fire_at=row["final_fire_at"],
+        time_zone=row["time_zone"],
     )
 
 
@@ -66,15 +71,61 @@ class ScheduleStore:
         return _app(row)
 
     @translated
-    async def list_apps(self) -> list[types.App]:
-        async with self._pool.acquire() as connection:
-            return [_app(row) for row in await connection.fetch(SQL["list_apps"])]
+    async def create_first_app(
+        self, app_key: str, name: str, secret_sha256: bytes, time_zone: str, max_schedules: int
+    ) -> types.App | None:
+        """Create an app if the database has none yet (the demo app); None when it has. Replicas starting
+        together on one empty database create one app between them (an advisory lock serializes them)."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute(SQL["lock_demo_app_creation"])
+            if await connection.fetchval(SQL["count_apps"]) > 0:
+                return None
+            row = await connection.fetchrow(
+                SQL["insert_app"], app_key, name, secret_sha256, time_zone, max_schedules, None, None
+            )
+        return _app(row)
 
     @translated
-    async def count_apps(self) -> int:
+    async def list_apps(self) -> list[types.AppRecord]:
+        """Every app, in every state, oldest first."""
         async with self._pool.acquire() as connection:
-            count: int = await connection.fetchval(SQL["count_apps"])
-        return count
+            return [_app_record(row) for row in await connection.fetch(SQL["list_apps"])]
+
+    @translated
+    async def get_app_record(self, app_key: str) -> types.AppRecord | None:
+        async with self._pool.acquire() as connection:
+            row = await connection.fetchrow(SQL["get_app_record"], app_key)
+        return None if row is None else _app_record(row)
+
+    @translated
+    async def set_app_state(self, app_key: str, state: types.AppState, now: dt.datetime) -> str | None:
+        """Disable, enable or delete an app (sql/0006 set_app_state); its state before, None for no such app.
+        ValueError when a deleted app would come back."""
+        try:
+            async with self._pool.acquire() as connection:
+                before: str | None = await connection.fetchval(SQL["set_app_state"], app_key, state, now)
+        except asyncpg.CheckViolationError as exc:
+            raise ValueError(str(exc)) from None
+        return before
+
+    @translated
+    async def update_app(
+        self,
+        app_key: str,
+        *,
+        time_zone: str | None = None,
+        max_schedules: int | None = None,
+        secret_sha256: bytes | None = None,
+        push_key: str | None = None,
+        push_secret_encrypted: bytes | None = None,
+    ) -> bool:
+        """Change what is given (sql/0006 update_app); False: no such app, or it is deleted."""
+        async with self._pool.acquire() as connection:
+            updated: bool = await connection.fetchval(
+                SQL["update_app"], app_key, time_zone, max_schedules, secret_sha256, push_key,
+                push_secret_encrypted,
+            )
+        return updated
 
     @translated
     async def get_app_with_secret_digest(self, app_key: str) -> tuple[types.App, bytes] | None:
@@ -97,7 +148,7 @@ class ScheduleStore:
     ) -> tuple[types.ScheduleId, str]:
         """Insert a task unless the app reached its cap; a cid already used returns the first task instead.
 
-        One round trip: the SQL function create_schedule (sql/0005) locks the app, checks cid and cap, inserts
+        One round trip: the SQL function create_schedule (sql/0006) locks the app, checks cid and cap, inserts
         and notifies, in one implicit transaction."""
         plan = values.plan
         assert plan is not None
@@ -119,6 +170,7 @@ class ScheduleStore:
                 self._wake_horizon,
                 values.kind,
                 values.zone_type,
+                values.time_zone,
             )
         if row["outcome"] == "full":
             raise errors.InvalidParameter(
@@ -158,7 +210,7 @@ class ScheduleStore:
         in_flight_wait: float = 0.0,
     ) -> types.Schedule:
         """Lock the task, let `apply` (the domain's rules, service.domain.schedules) compute its new values
-        from the current ones, and write them (sql/0005 update_schedule), in one transaction.
+        from the current ones, and write them (sql/0006 update_schedule), in one transaction.
 
         Unknown, other app's or deleted: ScheduleNotFound. No longer valid: InvalidParameter (the contract's
         28100). Disabling cancels queued retries and returns only once no send of the task is in flight (up
@@ -188,6 +240,7 @@ class ScheduleStore:
                 [fire.utc_offset_minutes for fire in skipped],
                 now,
                 self._wake_horizon,
+                values.time_zone,
             )
         if not values.enabled:
             await self._wait_for_sends(schedule_id, in_flight_wait)

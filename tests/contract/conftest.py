@@ -30,7 +30,7 @@ from tests.integration.test_cli_and_serve import ROOT, cli_env, free_port
 @dataclasses.dataclass(frozen=True)
 class RunningService:
     base_url: str
-    credentials: Credentials  # the demo app's
+    credentials: Credentials  # of an app made with `apps create` (no demo app on a DATABASE_URL database)
     log_path: pathlib.Path
     database_url: str
 
@@ -71,8 +71,12 @@ def running_service(
         )
     try:
         _wait_ready(base_url, process, log_path, timeout=60)
-        demo = json.loads((data_dir / "demo-app.json").read_text(encoding="utf-8"))
-        yield RunningService(base_url, Credentials(demo["app_key"], demo["master_secret"]), log_path, database_url)
+        created = subprocess.run(
+            [sys.executable, "-m", "service", "apps", "create", "--name", "contract"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
+        )
+        app = json.loads(created.stdout)
+        yield RunningService(base_url, Credentials(app["app_key"], app["master_secret"]), log_path, database_url)
     finally:
         process.send_signal(signal.SIGTERM)
         try:

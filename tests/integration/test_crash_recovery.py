@@ -44,7 +44,8 @@ async def spawn(
     }
     values.update(settings)
     env = cli_env(
-        DATABASE_URL=database_url, DATA_DIR=str(data_dir), PORT=str(free_port()), PUSH_API_URL=push_api_url, **values
+        DATABASE_URL=database_url, DATA_DIR=str(data_dir), PORT=str(free_port()), PUSH_API_URL=push_api_url,
+        PUSH_REQUIRE_CREDENTIALS="false", **values
     )
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service", cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL

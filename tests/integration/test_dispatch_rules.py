@@ -35,8 +35,9 @@ async def _insert(connection: asyncpg.Connection, app_key: str, due: dt.datetime
     schedule_id = uuid.uuid4()
     trigger = {"single": {"time": due.strftime("%Y-%m-%d %H:%M:%S"), "zone_type": 1}}
     await connection.execute(
-        "INSERT INTO schedules (id, app_key, name, enabled, trigger, push, next_fire_at, final_fire_at, kind, zone_type) "
-        "VALUES ($1, $2, 'rule', true, $3, $4, $5, $5, $6, 1)",
+        "INSERT INTO schedules (id, app_key, name, enabled, trigger, push, next_fire_at, final_fire_at, kind, zone_type, "
+        "time_zone) "
+        "VALUES ($1, $2, 'rule', true, $3, $4, $5, $5, $6, 1, 'UTC')",
         schedule_id, app_key, trigger, PUSH, due, kind,
     )
     return schedule_id

@@ -250,12 +250,12 @@ async def test_a_task_that_cannot_be_planned_leaves_the_valid_set(
     schedule_id = uuid.uuid4()
     await fetch(
         database_url,
-        "INSERT INTO schedules (id, app_key, name, enabled, trigger, push, next_fire_at, final_fire_at, kind, zone_type) "
+        "INSERT INTO schedules (id, app_key, name, enabled, trigger, push, next_fire_at, final_fire_at, kind, zone_type, "
+        "time_zone) "
         "VALUES ($1, $2, 'broken', true, $3::jsonb, '{}'::jsonb, $4::timestamptz, $4::timestamptz + interval '30 days', "
-        "'periodical', 1)",
+        "'periodical', 1, 'Nowhere/Gone')",  # a zone tzdata no longer has
         schedule_id, app_key, __import__("json").dumps(trigger), due,
     )
-    await fetch(database_url, "UPDATE apps SET time_zone = 'Nowhere/Gone' WHERE app_key = $1", app_key)
     assert stores.runs is not None
     async with running(stores.runs, engine_settings(database_url, tmp_path, standin.url)):
         rows = await eventually(
@@ -413,7 +413,7 @@ async def test_runs_a_plan_leased_whose_answer_was_lost_are_sent_at_once(
     await bulk_schedules(database_url, await _app_key(stores), dt.datetime.now(UTC) - dt.timedelta(seconds=1), 5)
     results: list[types.RunResult] = []
     clock = Clock()
-    backend = backends.HttpBackend(standin.url, timeout_seconds=2, concurrency=10, credentials_key=None)
+    backend = backends.HttpBackend(standin.url, timeout_seconds=2, concurrency=10, credentials_key=None, require_credentials=False)
     sender = Sender(backend, 10, dispatch.RetryPolicy(), results.append, clock)
     ahead = PlannedAhead(queue, sender, clock, lease=dt.timedelta(seconds=60), batch_size=100, capacity=100)
     waker = Waker(queue, clock, plan_ahead=dt.timedelta(seconds=2), max_idle_seconds=1)

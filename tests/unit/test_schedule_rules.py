@@ -24,12 +24,13 @@ def current(trigger: dict, enabled: bool = True) -> types.Schedule:
         push=PUSH,
         created_at=NOW - dt.timedelta(days=1),
         final_fire_at=NOW + dt.timedelta(hours=10),
+        time_zone="UTC",
     )
 
 
 def update(stored: types.Schedule, raw: dict) -> types.ScheduleValues:
     body = models.parse(models.ScheduleUpdate, raw)
-    return schedules.values_for_update(stored, body, raw, UTC, NOW, timing.REAL_UTC_OFFSETS_MINUTES)
+    return schedules.values_for_update(stored, body, raw, "UTC", NOW, timing.REAL_UTC_OFFSETS_MINUTES)
 
 
 def test_name_only_keeps_plan_and_fields() -> None:
