@@ -106,10 +106,15 @@ async def _record(store: schedules.ScheduleStore, app_key: str) -> types.AppReco
 
 
 async def set_app_state(
-    store: schedules.ScheduleStore, app_key: str, state: types.AppState, now: dt.datetime
+    store: schedules.ScheduleStore,
+    app_key: str,
+    state: types.AppState,
+    now: dt.datetime,
+    in_flight_wait: float = 0.0,
 ) -> dict[str, object]:
-    """Disable, enable or delete an app (sql/0006 set_app_state): its record after, and its state before."""
-    before = await store.set_app_state(app_key, state, now)
+    """Disable, enable or delete an app (sql/0006 set_app_state): its record after, and its state before. A
+    disable or delete waits up to `in_flight_wait` seconds for the app's sends already in flight."""
+    before = await store.set_app_state(app_key, state, now, in_flight_wait)
     if before is None:
         raise UnknownApp(app_key)
     return {**(await _record(store, app_key)).to_json(), "previous_state": before}

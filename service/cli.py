@@ -140,7 +140,10 @@ async def _apps_change(settings: Settings, args: argparse.Namespace) -> None:
             store = stores.schedules
             if args.apps_command in _STATE_OF_COMMAND:
                 now = dt.datetime.now(dt.timezone.utc)
-                return await admin.set_app_state(store, args.app_key, _STATE_OF_COMMAND[args.apps_command], now)
+                state = _STATE_OF_COMMAND[args.apps_command]
+                # As DELETE and disable of a task do: return once the sends in flight ended (a send's timeout).
+                wait = settings.send_timeout_seconds
+                return await admin.set_app_state(store, args.app_key, state, now, in_flight_wait=wait)
             if args.apps_command == "rotate-secret":
                 return await admin.rotate_secret(store, args.app_key)
             return await admin.update_app(

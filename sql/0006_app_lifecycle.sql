@@ -8,65 +8,21 @@ ALTER TABLE apps
     ADD COLUMN state text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'disabled', 'deleted')),
     ADD COLUMN state_changed_at timestamptz;
 
--- The few apps that are not active: the engine's statements exclude their tasks through this index.
-CREATE INDEX apps_not_active_idx ON apps (app_key) WHERE state <> 'active';
-
 -- Each task keeps the zone its wall-clock times were read in when it was created (or its trigger replaced),
 -- so changing the app's zone never moves a stored task's fires; see `apps update` in the README.
 ALTER TABLE schedules ADD COLUMN time_zone text;
 UPDATE schedules s SET time_zone = a.time_zone FROM apps a WHERE a.app_key = s.app_key;
 ALTER TABLE schedules ALTER COLUMN time_zone SET NOT NULL;
 
--- Whether an app's tasks may fire and its credentials open the API. The engine's statements filter with
--- `s.app_key NOT IN (SELECT app_key FROM apps WHERE NOT app_is_active(state))`: PostgreSQL evaluates that
--- subquery once per statement into a hash (EXPLAIN: "NOT (hashed SubPlan 1)") over the partial index above,
--- usually empty, so the due scans keep their ordered index scans and pay one hash probe per row.
+-- A task's next fire, kept aside while its app is disabled. Its next_fire_at is NULL meanwhile, so the task
+-- leaves the due index and the engine's statements never see it: a disabled app with a million tasks costs the
+-- planner nothing (a filter on the app in the due scans would walk past every one of them on every wake-up).
+ALTER TABLE schedules ADD COLUMN parked_fire_at timestamptz;
+
+-- Whether an app's credentials open the API and its runs may be sent.
 CREATE FUNCTION app_is_active(p_state text)
 RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT p_state = 'active'
-$$;
-
--- plan_single_fires (sql/0005) again, without the tasks of apps that are not active. Same steps, same order.
-CREATE OR REPLACE FUNCTION plan_single_fires(
-    p_ahead interval, p_limit integer, p_grace interval, p_reservation interval, p_lease interval,
-    p_lease_count integer, p_token uuid
-)
-RETURNS TABLE (
-    id uuid, schedule_id uuid, due_at timestamptz, utc_offset_minutes integer, state text, attempts integer,
-    error text,
-    app_key text, push jsonb, zone_type smallint, push_key text, push_secret_encrypted bytea, planned_at timestamptz
-)
-LANGUAGE plpgsql VOLATILE SET enable_bitmapscan = off AS $$
-DECLARE
-    v_now timestamptz := clock_timestamp();
-    v_ids uuid[];
-    v_due timestamptz[];
-BEGIN
-    WITH due AS (
-        SELECT s.id, s.next_fire_at FROM schedules s
-        WHERE s.enabled AND s.state = 'active' AND s.next_fire_at <= v_now + p_ahead
-          AND s.kind = 'single' AND s.zone_type = 1
-          AND s.app_key NOT IN (SELECT a.app_key FROM apps a WHERE NOT app_is_active(a.state))
-        ORDER BY s.next_fire_at
-        LIMIT p_limit
-        FOR UPDATE OF s SKIP LOCKED
-    ), advanced AS (
-        UPDATE schedules s SET next_fire_at = NULL FROM due WHERE s.id = due.id
-        RETURNING s.id, due.next_fire_at
-    )
-    SELECT array_agg(advanced.id), array_agg(advanced.next_fire_at) INTO v_ids, v_due FROM advanced;
-    IF v_ids IS NULL THEN
-        RETURN;
-    END IF;
-    RETURN QUERY
-    SELECT run.id, run.schedule_id, run.due_at, run.utc_offset_minutes, run.state, run.attempts, run.error,
-           s.app_key, s.push, s.zone_type, a.push_key, a.push_secret_encrypted, v_now
-    FROM insert_runs(v_ids, v_due, array_fill(0, ARRAY[cardinality(v_ids)]),
-                     array_fill(false, ARRAY[cardinality(v_ids)]), v_now, p_grace, p_reservation,
-                     p_lease, p_lease_count, p_token) AS run
-    JOIN schedules s ON s.id = run.schedule_id
-    JOIN apps a ON a.app_key = s.app_key;
-END;
 $$;
 
 -- claim_due_runs (sql/0005) again: a run of an app that is not active is no longer wanted (the engine cancels
@@ -135,9 +91,9 @@ RETURNS void LANGUAGE sql VOLATILE AS $$
 $$;
 
 -- Disable, enable or delete an app, in one transaction. Returns the app's state before, NULL for no such app.
--- - disabled: its tasks keep their own settings but nothing of them is planned or sent: the runs planned ahead
---   go (the task is planned again from the earliest of them once enabled, as an update does) and queued
---   retries are cancelled. A send already in flight finishes.
+-- - disabled: its tasks keep their own settings but nothing of them is planned or sent: each task's next fire
+--   is parked (the earliest of the runs planned ahead, which go, as an update does; else its next_fire_at) and
+--   queued retries are cancelled. A send already in flight finishes.
 -- - deleted: every task still active is deleted as DELETE does, for the retention sweep to purge with its runs.
 --   Final: a deleted app cannot be enabled again.
 -- - active again: the engines are woken; fires that passed meanwhile follow the misfire rule, as after
@@ -162,7 +118,7 @@ BEGIN
     UPDATE apps SET state = p_state, state_changed_at = p_now WHERE app_key = p_app_key;
     IF p_state = 'disabled' THEN
         UPDATE schedules s
-        SET next_fire_at = coalesce(drop_obsolete_runs(s.id, true, p_now), s.next_fire_at)
+        SET parked_fire_at = coalesce(drop_obsolete_runs(s.id, true, p_now), s.next_fire_at), next_fire_at = NULL
         WHERE s.app_key = p_app_key AND s.state = 'active';
     ELSIF p_state = 'deleted' THEN
         PERFORM drop_obsolete_runs(s.id, true, p_now) FROM schedules s
@@ -170,8 +126,12 @@ BEGIN
         UPDATE schedules s SET state = 'deleted', next_fire_at = NULL, updated_at = clock_timestamp()
         WHERE s.app_key = p_app_key AND s.state = 'active';
     ELSE
-        SELECT min(s.next_fire_at) INTO v_next FROM schedules s
-        WHERE s.app_key = p_app_key AND s.state = 'active' AND s.enabled;
+        WITH unparked AS (
+            UPDATE schedules s SET next_fire_at = s.parked_fire_at, parked_fire_at = NULL
+            WHERE s.app_key = p_app_key AND s.state = 'active' AND s.parked_fire_at IS NOT NULL
+            RETURNING s.next_fire_at, s.enabled
+        )
+        SELECT min(unparked.next_fire_at) FILTER (WHERE unparked.enabled) INTO v_next FROM unparked;
         IF v_next IS NOT NULL THEN
             PERFORM pg_notify('schedule_changes', extract(epoch FROM v_next)::text);
         END IF;

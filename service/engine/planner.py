@@ -113,10 +113,14 @@ class Planner:
     async def _step(self, limit: int, plan: Callable[[types.PlanLease], Awaitable[types.Planned]]) -> types.Planned:
         """One plan statement. It may lease the runs it finds due already, as many as the sender has places free
         now (it never waits for them), which saves those runs a claim; the rest go to the planned-ahead heap.
-        What it committed is handed on at once, and the statement's round trip tells the database's clock."""
+        What it committed is handed on at once.
+
+        Its round trip does not tell the database's clock: the plan reads clock_timestamp() as it starts and then
+        works for up to its whole round trip, so the midpoint of the round trip is not the instant it read. Under
+        load such a sample was off by a quarter second and made retries after a 429 go out that much early; the
+        clock is measured on the wake-up query and the heartbeat, which read it as they answer."""
         places = self._sender.try_reserve(limit)
         lease = types.PlanLease(self._lease, places, uuid.uuid4())
-        sent = self._clock.local()
         try:
             planned = await plan(lease)
         except errors.ServiceError:
@@ -127,8 +131,6 @@ class Planner:
         except BaseException:
             self._sender.unreserve(places)
             raise
-        if planned.now is not None:
-            self._clock.observe(sent, planned.now, self._clock.local())
         self._sender.unreserve(places - len(planned.leased))
         for run in planned.leased:
             self._sender.send(run)

@@ -123,10 +123,15 @@ class Pool:
 
 
 async def connect_listener(
-    dsn: str, timeout: float, callback: Callable[[str], None], channel: str = NOTIFY_CHANNEL
+    dsn: str,
+    timeout: float,
+    callback: Callable[[str], None],
+    channel: str = NOTIFY_CHANNEL,
+    application_name: str | None = None,
 ) -> asyncpg.Connection:
     """A dedicated connection LISTENing on `channel` (schedule changes by default); `callback(payload)` on
-    each notification."""
-    connection = await asyncpg.connect(dsn=dsn, timeout=timeout)
+    each notification. `application_name` shows in pg_stat_activity."""
+    server_settings = {"application_name": application_name} if application_name else None
+    connection = await asyncpg.connect(dsn=dsn, timeout=timeout, server_settings=server_settings)
     await connection.add_listener(channel, lambda _connection, _pid, _channel, payload: callback(payload))
     return connection

@@ -17,6 +17,9 @@ from service.store.database import APP_CHANGES_CHANNEL, connect_listener
 
 log = logging.getLogger(__name__)
 
+# How the connection shows in pg_stat_activity.
+APP_CHANGES_APPLICATION_NAME = "push-schedule-service: app changes"
+
 
 class AppChanges:
     def __init__(
@@ -42,7 +45,9 @@ class AppChanges:
         while not stopping.is_set():
             connection = None
             try:
-                connection = await connect_listener(self._dsn, self._timeout, self._on_change, APP_CHANGES_CHANNEL)
+                connection = await connect_listener(
+                    self._dsn, self._timeout, self._on_change, APP_CHANGES_CHANNEL, APP_CHANGES_APPLICATION_NAME
+                )
                 self.connections_made += 1
                 self._on_connected()
                 while not stopping.is_set():

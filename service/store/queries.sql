@@ -85,6 +85,12 @@ SELECT msg_id FROM runs WHERE schedule_id = $1 AND state = 'sent' ORDER BY sent_
 -- lease is).
 SELECT count(*) FROM runs WHERE schedule_id = $1 AND state = 'sending' AND lease_until > clock_timestamp();
 
+-- name: count_app_sends_in_flight
+-- Sends of one app's tasks that a sender holds right now (as count_sends_in_flight). An admin command's query:
+-- runs_sending_idx finds the few runs in flight, each joined to its task.
+SELECT count(*) FROM runs r JOIN schedules s ON s.id = r.schedule_id
+WHERE s.app_key = $1 AND r.state = 'sending' AND r.lease_until > clock_timestamp();
+
 -- The engine's statements. Every instant they decide by is clock_timestamp(): the database's clock, the one
 -- every replica shares (a replica whose own clock runs fast can neither take over runs early nor plan early).
 -- The rules themselves (valid, too late, how a fire becomes a run) are SQL functions of sql/0005.
@@ -99,13 +105,12 @@ SELECT * FROM plan_single_fires($1::interval, $2, $3::interval, $4::interval, $5
 -- due index in next_fire_at order, stopping at the batch size; right after a bulk of creates, before
 -- autovacuum's ANALYZE, the planner guessed few due rows and picked a bitmap scan that reads and sorts every due
 -- row (100k due: 10.6 s instead of 4.3 s to plan them all, quadratic in the backlog): the plan transaction runs
--- prefer_ordered_index_scans first. Tasks of apps that are not active are left alone (sql/0006 app_is_active).
+-- prefer_ordered_index_scans first.
 WITH clock AS MATERIALIZED (SELECT clock_timestamp() AS now)
 SELECT s.id, s.app_key, s.trigger, s.push, s.zone_type, s.next_fire_at, s.time_zone, a.push_key,
        a.push_secret_encrypted, clock.now
 FROM clock, schedules s JOIN apps a ON a.app_key = s.app_key
 WHERE s.enabled AND s.state = 'active' AND s.next_fire_at <= clock.now + $1::interval
-  AND s.app_key NOT IN (SELECT i.app_key FROM apps i WHERE NOT app_is_active(i.state))
 ORDER BY s.next_fire_at
 LIMIT $2
 FOR UPDATE OF s SKIP LOCKED;
@@ -161,11 +166,14 @@ SELECT * FROM claim_due_runs($1, $2::interval, $3::interval, $4, $5);
 -- name: record_run_results
 -- Outcomes of a batch of sends, each fenced on the attempt that produced it: a holder whose lease ran out and
 -- whose run was claimed again (attempts moved on) or settled meanwhile changes nothing.
+-- A retry's instant is its delay counted on the database's clock from this write, which comes after the answer:
+-- counted from the process's estimate of that clock, an estimate off by a few tens of ms under load sent
+-- retries after a 429 that much before the Retry-After had passed (tests/faults, push-faults).
 UPDATE runs r
 SET state = result.state,
     msg_id = result.msg_id,
     error = result.error,
-    next_attempt_at = result.next_attempt_at,
+    next_attempt_at = clock_timestamp() + (result.next_attempt_at - result.finished_at),
     lease_until = NULL,
     sent_at = CASE WHEN result.state = 'sent' THEN result.finished_at END,
     finished_at = CASE WHEN result.state IN ('sent', 'failed', 'cancelled') THEN result.finished_at END,
@@ -184,11 +192,8 @@ WHERE r.id = held.id AND r.state = 'sending' AND r.attempts = held.attempts;
 
 -- name: next_plan_wake
 -- The earliest instant the planner has work ($1 before the next fire to plan), and the database's instant now,
--- so the engine sleeps by the database's clock. A due task of an app that is not active is no work: without
--- the filter the planner would wake for it again and again.
-SELECT (SELECT min(next_fire_at) FROM schedules
-        WHERE enabled AND state = 'active' AND next_fire_at IS NOT NULL
-          AND app_key NOT IN (SELECT i.app_key FROM apps i WHERE NOT app_is_active(i.state)))
+-- so the engine sleeps by the database's clock.
+SELECT (SELECT min(next_fire_at) FROM schedules WHERE enabled AND state = 'active' AND next_fire_at IS NOT NULL)
            - $1::interval AS wake_at,
        clock_timestamp() AS now;
 
@@ -207,12 +212,14 @@ SELECT clock_timestamp();
 
 -- name: expire_lapsed_schedules
 -- Tasks whose last fire has passed, out of the hot indexes: those disabled meanwhile (expired unfired), and
--- those whose every fire was planned. Bounded: each run of the sweep takes at most 1,000 of each.
+-- those whose every fire was planned (not those whose next fire is parked while their app is disabled: once
+-- enabled, that fire follows the misfire rule). Bounded: each run of the sweep takes at most 1,000 of each.
 UPDATE schedules SET state = 'expired', next_fire_at = NULL
 WHERE id IN (
     (SELECT id FROM schedules WHERE state = 'active' AND NOT enabled AND final_fire_at <= clock_timestamp() LIMIT 1000)
     UNION
-    (SELECT id FROM schedules WHERE state = 'active' AND next_fire_at IS NULL AND final_fire_at <= clock_timestamp() LIMIT 1000)
+    (SELECT id FROM schedules WHERE state = 'active' AND next_fire_at IS NULL AND parked_fire_at IS NULL
+     AND final_fire_at <= clock_timestamp() LIMIT 1000)
 );
 
 -- name: count_due_backlog
@@ -222,7 +229,6 @@ WHERE id IN (
 SELECT
     (SELECT count(*) FROM (SELECT 1 FROM schedules
      WHERE enabled AND state = 'active' AND next_fire_at IS NOT NULL AND next_fire_at <= clock_timestamp()
-       AND app_key NOT IN (SELECT i.app_key FROM apps i WHERE NOT app_is_active(i.state))
      LIMIT $1) AS due) AS fires,
     (SELECT count(*) FROM (SELECT 1 FROM runs
      WHERE state = 'pending' AND next_attempt_at <= clock_timestamp() LIMIT $1) AS due) AS retries,

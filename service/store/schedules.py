@@ -98,14 +98,19 @@ class ScheduleStore:
         return None if row is None else _app_record(row)
 
     @translated
-    async def set_app_state(self, app_key: str, state: types.AppState, now: dt.datetime) -> str | None:
+    async def set_app_state(
+        self, app_key: str, state: types.AppState, now: dt.datetime, in_flight_wait: float = 0.0
+    ) -> str | None:
         """Disable, enable or delete an app (sql/0006 set_app_state); its state before, None for no such app.
-        ValueError when a deleted app would come back."""
+        ValueError when a deleted app would come back. A disable or delete returns once no send of the app is
+        in flight (up to `in_flight_wait` seconds), so nothing goes out for it after the command returned."""
         try:
             async with self._pool.acquire() as connection:
                 before: str | None = await connection.fetchval(SQL["set_app_state"], app_key, state, now)
         except asyncpg.CheckViolationError as exc:
             raise ValueError(str(exc)) from None
+        if before is not None and state != "active":
+            await self._wait_for_sends(SQL["count_app_sends_in_flight"], app_key, in_flight_wait)
         return before
 
     @translated
@@ -243,7 +248,7 @@ class ScheduleStore:
                 values.time_zone,
             )
         if not values.enabled:
-            await self._wait_for_sends(schedule_id, in_flight_wait)
+            await self._wait_for_sends(SQL["count_sends_in_flight"], schedule_id, in_flight_wait)
         return _schedule(updated)
 
     @translated
@@ -256,11 +261,12 @@ class ScheduleStore:
         async with self._pool.acquire() as connection:
             deleted: bool = await connection.fetchval(SQL["delete_schedule"], schedule_id, app_key, now)
         if deleted:
-            await self._wait_for_sends(schedule_id, in_flight_wait)
+            await self._wait_for_sends(SQL["count_sends_in_flight"], schedule_id, in_flight_wait)
         return deleted
 
-    async def _wait_for_sends(self, schedule_id: types.ScheduleId, limit: float) -> None:
-        """Poll until no sender holds a run of this task; a crashed sender's lease bounds it, so does `limit`.
+    async def _wait_for_sends(self, count_query: str, owner: object, limit: float) -> None:
+        """Poll until no sender holds a run of this task (or app: `count_query` counts them); a crashed sender's
+        lease bounds it, so does `limit`.
 
         Each poll takes a connection only for its one query: a DELETE waiting on a stalled push API holds none
         meanwhile, so a few of them cannot exhaust the pool."""
@@ -269,7 +275,7 @@ class ScheduleStore:
         pause = 0.002
         while loop.time() < deadline:
             async with self._pool.acquire() as connection:
-                if await connection.fetchval(SQL["count_sends_in_flight"], schedule_id) == 0:
+                if await connection.fetchval(count_query, owner) == 0:
                     return
             await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
             pause = min(pause * 2, 0.05)
