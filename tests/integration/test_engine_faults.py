@@ -353,6 +353,12 @@ async def test_stop_takes_at_most_the_drain_time_with_sends_hanging(
         engine = dispatcher.Engine(stores.runs, make_backend(settings), engine_config(settings))
         await engine.start()  # stopped by hand below: how long the stop takes is what is measured
         await eventually(lambda: hanging.arrived, "ten sends hang in flight", until=lambda n: n == 10)
+        # ... and ten more leased, queued behind them: the sender's places are full (under load, the plan that
+        # leases them can come after the first ten arrived).
+        await eventually(
+            lambda: fetch(database_url, "SELECT count(*) AS n FROM runs WHERE state = 'sending'"),
+            "twenty runs leased", until=lambda rows: rows[0]["n"] == 20,
+        )
         loop = asyncio.get_running_loop()
         started = loop.time()
         await engine.stop()
