@@ -31,6 +31,7 @@ class AppChanges:
         heartbeat_seconds: float = 5.0,
         timeout: float = 5.0,
         retry_seconds: float = 1.0,
+        max_retry_seconds: float = 10.0,
     ) -> None:
         self._dsn = dsn
         self._on_change = on_change
@@ -38,10 +39,12 @@ class AppChanges:
         self._heartbeat = heartbeat_seconds
         self._timeout = timeout
         self._retry = retry_seconds
+        self._max_retry = max_retry_seconds
         self.connections_made = 0
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Listen until `stopping` is set, making the connection again whenever it fails."""
+        retry = self._retry
         while not stopping.is_set():
             connection = None
             try:
@@ -49,6 +52,7 @@ class AppChanges:
                     self._dsn, self._timeout, self._on_change, APP_CHANGES_CHANNEL, APP_CHANGES_APPLICATION_NAME
                 )
                 self.connections_made += 1
+                retry = self._retry
                 self._on_connected()
                 while not stopping.is_set():
                     with contextlib.suppress(asyncio.TimeoutError):
@@ -57,11 +61,13 @@ class AppChanges:
                         await connection.fetchval("SELECT 1", timeout=self._timeout)
             except Exception as exc:  # noqa: BLE001 - any failure: the connection is gone, make a new one
                 log.warning(
-                    "app changes: LISTEN connection lost (%r); the credential cache's lifetime bounds staleness "
-                    "until it is back", exc, extra={"event": "app_changes_listener_lost"},
+                    "app changes: LISTEN connection lost (%r), trying again in %.0f s; the credential cache's "
+                    "lifetime bounds staleness until it is back", exc, retry,
+                    extra={"event": "app_changes_listener_lost"},
                 )
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), timeout=self._retry)
+                    await asyncio.wait_for(stopping.wait(), timeout=retry)
+                retry = min(retry * 2, self._max_retry)  # one line a try, fewer as an outage lasts
             finally:
                 if connection is not None:
                     connection.terminate()
