@@ -93,6 +93,8 @@ ONE = S + "/{id}"
 
 CORPUS: list[Hostile] = [
     # -- Authorization ------------------------------------------------------------------------------------
+    Hostile("auth: latin-1 bytes after Basic", "GET", S, *AUTH_FAILED, headers=(("Authorization", b"Basic \xe9\xe9"),)),
+    Hostile("auth: UTF-8 bytes after Basic", "GET", S, *AUTH_FAILED, headers=(("Authorization", "Basic é".encode()),)),
     Hostile("auth: non-ASCII secret", "GET", S, *AUTH_FAILED, headers=(("Authorization", basic("k:é".encode())),)),
     Hostile("auth: latin-1 bytes in the decoded pair", "GET", S, *AUTH_FAILED, headers=(("Authorization", basic(b"\xe9:\xff")),)),
     Hostile("auth: no colon", "GET", S, *AUTH_FAILED, headers=(("Authorization", basic(b"abc")),)),
