@@ -103,6 +103,11 @@ CORPUS: list[Hostile] = [
     Hostile("auth: Basic twice", "GET", S, *AUTH_FAILED, headers=(("Authorization", b"Basic Basic Basic"),)),
     Hostile("auth: none, on a POST with a body", "POST", S, *AUTH_FAILED, body=json_bytes(valid_create()), headers=()),
     # -- query string -------------------------------------------------------------------------------------
+    Hostile("page: 4301 digits", "GET", S + "?page=" + "9" * 4301, 400, 28100, f'{PAGE_TOO_LARGE}"{"9" * 4301}"'),
+    Hostile("page: 5000 digits", "GET", S + "?page=" + "1" * 5000, 400, 28100, f'{PAGE_TOO_LARGE}"{"1" * 5000}"'),
+    Hostile("page: 1 after 4400 zeros", "GET", S + "?page=" + "0" * 4400 + "1", 200, None),
+    Hostile("page: 2**63, beyond int64", "GET", S + "?page=9223372036854775808", 400, 28100,
+            f'{PAGE_TOO_LARGE}"9223372036854775808"'),
     Hostile("page: int64's largest", "GET", S + "?page=9223372036854775807", 200, None),
     Hostile("page: -1", "GET", S + "?page=-1", 400, 28100, 'page: must be a positive integer, got "-1"'),
     Hostile("page: 0", "GET", S + "?page=0", 400, 28100, 'page: must be a positive integer, got "0"'),
