@@ -43,7 +43,7 @@ async def _json_body(request: web.Request) -> Any:
     except ValueError as exc:  # NaN, Infinity: PostgreSQL's jsonb has no such numbers
         detail = str(exc)
     else:
-        models.check_storable_text(data)
+        models.check_storable(data)
         return data
     raise errors.InvalidParameter(f"body: request data is not JSON ({detail})")
 

@@ -143,6 +143,13 @@ CORPUS: list[Hostile] = [
     Hostile("json: invalid UTF-8", "POST", S, 400, 28100, "body: request data is not JSON (not UTF-8)", body=b'{"name": "\xff"}'),
     Hostile("json: NaN", "POST", S, 400, 28100, "body: request data is not JSON (NaN is not a JSON number)",
             body=create_with(b'"custom_args": NaN')),
+    Hostile("json: 1e400 (a float past double)", "POST", S, 400, 28100,
+            f"push.custom_args: {OUT_OF_RANGE}", body=create_with(b'"custom_args": 1e400')),
+    Hostile("json: -1e400 inside the notification", "POST", S, 400, 28100,
+            f"push.body.notification.badge: {OUT_OF_RANGE}",
+            body=create_with(b'"alert": "Api web timed task", "badge": -1e400', '"alert": "Api web timed task"')),
+    Hostile("json: 1e400 in a PUT", "PUT", ONE, 400, 28100, f"push.body.notification.alert: {OUT_OF_RANGE}",
+            body=b'{"push": {"to": "all", "body": {"platform": "all", "notification": {"alert": 1e400}}}}'),
     Hostile("json: an integer of 4301 digits", "POST", S, 400, 28100,
             body=create_with(b'"custom_args": ' + b"9" * 4301)),
     Hostile("json: an integer of 4000 digits, past int64 and numeric's speed", "POST", S, 200, None,
@@ -155,6 +162,8 @@ CORPUS: list[Hostile] = [
             body=json_bytes(valid_create(trigger=periodical(frequency=7, start="2027-01-01 00:00:00", end="2027-02-01 00:00:00")))
             .replace(b'"frequency": 7', b'"frequency": 99999999999999999999999')),
     Hostile("json: nested 100 deep is fine", "POST", S, 200, None, body=create_with(b'"custom_args": ' + nested(98))),
+    Hostile("json: nested 101 deep", "POST", S, 400, 28100, "push.custom_args: must be nested at most 100 deep",
+            body=create_with(b'"custom_args": ' + nested(99))),
     Hostile("json: nested 960 deep", "POST", S, 400, 28100, body=create_with(b'"custom_args": ' + nested(960))),
     Hostile("json: nested 970 deep", "POST", S, 400, 28100, body=create_with(b'"custom_args": ' + nested(970))),
     Hostile("json: nested 975 deep in a PUT", "PUT", ONE, 400, 28100,
@@ -282,6 +291,22 @@ async def test_hostile_requests_get_their_answers_and_change_nothing(service: Se
         if problem is not None:
             wrong.append(f"{case.name}: {problem}")
     assert not wrong, "\n".join(wrong)
+
+
+async def test_no_nesting_depth_gets_a_500(service: Service, database: asyncpg.Connection) -> None:
+    """Every depth from just past the limit to past Python's recursion limit: where a body parsed but its
+    encoding (to jsonb, to the answer) recursed deeper than the parse had, a window of depths got a 500, and
+    where that window lies depends on how deep the stack already is."""
+    api, schedule_id = await seed(service)
+    before = await snapshot(database)
+    statuses: dict[int, list[int]] = {}
+    for depth in range(101, 1101):
+        body = create_with(b'"custom_args": ' + nested(depth - 2))
+        case = Hostile(f"nested {depth}", "POST", S, 400, 28100, body=body)
+        reply = await send_raw(service.base_url, render(case, api.auth.header, schedule_id))
+        statuses.setdefault(reply.status, []).append(depth)
+    assert list(statuses) == [400], {status: (depths[0], depths[-1], len(depths)) for status, depths in statuses.items()}
+    assert await snapshot(database) == before
 
 
 async def test_malformed_http_is_a_400_from_the_parser(service: Service, database: asyncpg.Connection) -> None:
