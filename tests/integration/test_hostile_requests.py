@@ -179,8 +179,18 @@ CORPUS: list[Hostile] = [
     Hostile("json: top-level null", "PUT", ONE, 400, 28100, "body: must be a JSON object", body=b"null"),
     Hostile("json: empty", "PUT", ONE, 400, 28100, body=b""),
     # -- times the calendar cannot hold -------------------------------------------------------------------
+    Hostile("time: 9999-12-31 23:59:59, zone_type 2", "POST", S, 400, 28100,
+            "trigger.single.time: " + CALENDAR.format("9999-12-31 23:59:59"),
+            body=json_bytes(valid_create(trigger={"single": {"time": "9999-12-31 23:59:59", "zone_type": 2}}))),
+    Hostile("time: 0001-01-01 00:00:00, zone_type 2", "POST", S, 400, 28100,
+            "trigger.single.time: " + CALENDAR.format("0001-01-01 00:00:00"),
+            body=json_bytes(valid_create(trigger={"single": {"time": "0001-01-01 00:00:00", "zone_type": 2}}))),
     Hostile("time: 9999-12-30 23:59:59, zone_type 2: over the horizon", "POST", S, 400, 28100,
             body=json_bytes(valid_create(trigger={"single": {"time": "9999-12-30 23:59:59", "zone_type": 2}}))),
+    Hostile("time: 9999-12-31 23:59:59 in a PUT", "PUT", ONE, 400, 28100, "trigger.single.time: " + CALENDAR.format("9999-12-31 23:59:59"),
+            body=json_bytes({"trigger": {"single": {"time": "9999-12-31 23:59:59", "zone_type": 1}}})),
+    Hostile("periodical: ending 9999-12-31 23:59:59, zone_type 2", "POST", S, 400, 28100,
+            "trigger.periodical.end: " + CALENDAR.format("9999-12-31 23:59:59"), body=json_bytes(valid_create(trigger=periodical()))),
 ]
 
 # Refused by aiohttp's HTTP parser with its own plain-text 400, before the application runs.
