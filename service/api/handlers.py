@@ -31,7 +31,14 @@ def _no_constant(name: str) -> Any:
 
 async def _json_body(request: web.Request) -> Any:
     """The body as JSON whatever the Content-Type: the seed's own PUT example sends form-urlencoded JSON."""
-    raw = await request.read()  # aiohttp answers 413 past client_max_size
+    if (request.content_length or 0) > request.client_max_size:
+        # Refused before reading: a body announced past the limit need not arrive (or be waited for) first.
+        raise web.HTTPRequestEntityTooLarge(max_size=request.client_max_size, actual_size=request.content_length)
+    try:
+        raw = await request.read()  # aiohttp answers 413 past client_max_size
+    except web.RequestPayloadError as exc:  # a Content-Encoding that does not decode, chunks that do not parse
+        reason = getattr(exc.__cause__, "message", None) or "malformed"
+        raise errors.InvalidParameter(f"body: cannot be read as sent ({reason})") from None
     try:
         data = json.loads(raw, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:

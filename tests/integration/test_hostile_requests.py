@@ -135,8 +135,16 @@ CORPUS: list[Hostile] = [
     Hostile("method: TRACE", "TRACE", S, 405, 28100),
     Hostile("method: POST on /healthz", "POST", "/healthz", 405, 28100, headers=()),
     # -- bodies: framing and encoding ---------------------------------------------------------------------
+    Hostile("body: gzip that is not gzip", "POST", S, 400, 28100, "body: cannot be read as sent (Can not decode content-encoding: gzip)", body=b"not gzip at all",
+            headers=(("Authorization", AUTH), ("Content-Encoding", "gzip"))),
+    Hostile("body: deflate that is not deflate", "PUT", ONE, 400, 28100, "body: cannot be read as sent (Can not decode content-encoding: deflate)", body=b"xx",
+            headers=(("Authorization", AUTH), ("Content-Encoding", "deflate"))),
+    Hostile("body: gzip cut short", "POST", S, 400, 28100, body=gzip.compress(json_bytes(valid_create()))[:-12],
+            headers=(("Authorization", AUTH), ("Content-Encoding", "gzip"))),
     Hostile("body: gzip bomb past 64 KiB", "POST", S, 413, 28100, "body: must be at most 65536 bytes",
             body=gzip.compress(b" " * (4 * 1024 * 1024)), headers=(("Authorization", AUTH), ("Content-Encoding", "gzip"))),
+    Hostile("body: Content-Length past 64 KiB, no body sent", "POST", S, 413, 28100, "body: must be at most 65536 bytes",
+            headers=(("Authorization", AUTH), ("Content-Length", "70000"))),
     Hostile("body: Content-Type multipart", "POST", S, 400, 28100, body=b"--x\r\n\r\n--x--",
             headers=(("Authorization", AUTH), ("Content-Type", "multipart/form-data; boundary=x"))),
     # -- bodies: JSON -------------------------------------------------------------------------------------
@@ -287,19 +295,25 @@ async def seed(service: Service) -> tuple[Api, str]:
     return api, created.json["schedule_id"]
 
 
-async def test_hostile_requests_get_their_answers_and_change_nothing(service: Service, database: asyncpg.Connection) -> None:
-    """The whole corpus against one service, in order; every entry that gets a wrong answer is listed."""
-    api, schedule_id = await seed(service)
+async def wrong_answers(base_url: str, auth_header: str, schedule_id: str, database: asyncpg.Connection) -> list[str]:
+    """Send the whole corpus in order; each entry that gets a wrong answer or changes a row, and why."""
     wrong = []
     for case in CORPUS:
         before = await snapshot(database)
-        reply = await send_raw(service.base_url, render(case, api.auth.header, schedule_id))
+        reply = await send_raw(base_url, render(case, auth_header, schedule_id))
         problem = wrong_answer(case, reply)
         # A 200 to a write is the one answer allowed to change rows (the corpus's few valid extremes).
         if problem is None and (reply.status != 200 or case.method == "GET") and await snapshot(database) != before:
             problem = "changed the database"
         if problem is not None:
             wrong.append(f"{case.name}: {problem}")
+    return wrong
+
+
+async def test_hostile_requests_get_their_answers_and_change_nothing(service: Service, database: asyncpg.Connection) -> None:
+    """The whole corpus against one service (tests/contract sends it to the real process too)."""
+    api, schedule_id = await seed(service)
+    wrong = await wrong_answers(service.base_url, api.auth.header, schedule_id, database)
     assert not wrong, "\n".join(wrong)
 
 
