@@ -15,6 +15,8 @@ from service.domain import errors, models, schedules, types
 
 PAGE_SIZE = 50
 MAX_OFFSET = 2**62
+# The largest page a client's JSON integer can hold (int64), as openapi.yaml says.
+MAX_PAGE = 2**63 - 1
 
 routes = web.RouteTableDef()
 
@@ -29,7 +31,14 @@ def _no_constant(name: str) -> Any:
 
 async def _json_body(request: web.Request) -> Any:
     """The body as JSON whatever the Content-Type: the seed's own PUT example sends form-urlencoded JSON."""
-    raw = await request.read()  # aiohttp answers 413 past client_max_size
+    if (request.content_length or 0) > request.client_max_size:
+        # Refused before reading: a body announced past the limit need not arrive (or be waited for) first.
+        raise web.HTTPRequestEntityTooLarge(max_size=request.client_max_size, actual_size=request.content_length)
+    try:
+        raw = await request.read()  # aiohttp answers 413 past client_max_size
+    except web.RequestPayloadError as exc:  # a Content-Encoding that does not decode, chunks that do not parse
+        reason = getattr(exc.__cause__, "message", None) or "malformed"
+        raise errors.InvalidParameter(f"body: cannot be read as sent ({reason})") from None
     try:
         data = json.loads(raw, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
@@ -41,9 +50,20 @@ async def _json_body(request: web.Request) -> Any:
     except ValueError as exc:  # NaN, Infinity: PostgreSQL's jsonb has no such numbers
         detail = str(exc)
     else:
-        models.check_storable_text(data)
+        models.check_storable(data)
         return data
     raise errors.InvalidParameter(f"body: request data is not JSON ({detail})")
+
+
+def _page(text: str) -> int:
+    """`page`: a positive integer up to MAX_PAGE, leading zeros allowed."""
+    if not text.isascii() or not text.isdigit() or not text.strip("0"):
+        raise errors.InvalidParameter(f'page: must be a positive integer, got "{text}"')
+    significant = text.lstrip("0")
+    # Measured before converted: Python refuses to convert a string of more than 4300 digits.
+    if len(significant) > len(str(MAX_PAGE)) or int(significant) > MAX_PAGE:
+        raise errors.InvalidParameter(f'page: must be at most {MAX_PAGE}, got "{text}"')
+    return int(significant)
 
 
 def _schedule_id(request: web.Request) -> types.ScheduleId:
@@ -74,10 +94,7 @@ async def create_schedule(request: web.Request) -> web.Response:
 @routes.get("/v4/schedules")
 async def list_schedules(request: web.Request) -> web.Response:
     app = keys.current_app(request)
-    page_text = request.query.get("page", "1")
-    if not page_text.isascii() or not page_text.isdigit() or int(page_text) < 1:
-        raise errors.InvalidParameter(f'page: must be a positive integer, got "{page_text}"')
-    page = int(page_text)
+    page = _page(request.query.get("page", "1"))
     # A page far past any real one is simply empty; the clamp keeps OFFSET inside PostgreSQL's bigint.
     offset = min((page - 1) * PAGE_SIZE, MAX_OFFSET)
     total, found = await request.app[keys.SCHEDULES].list_schedules(app.app_key, _now(), PAGE_SIZE, offset)

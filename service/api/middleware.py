@@ -115,6 +115,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         response = await handler(request)
     except errors.ServiceError as error:
         return error_response(error)
+    except ConnectionResetError:
+        # The client left while its body was arriving: no one to answer and nothing of ours failed. (The store
+        # translates its own connection errors; this one can only be the client's.)
+        return web.Response(status=CLIENT_CLOSED)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

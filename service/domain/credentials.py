@@ -50,7 +50,8 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
     if not header:
         return None
     scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic" or not encoded.strip():
+    # Base64 is ASCII: any other byte (latin-1 or UTF-8 in the header) is malformed, not an error of ours.
+    if scheme.lower() != "basic" or not encoded.strip() or not encoded.isascii():
         return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")

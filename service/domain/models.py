@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 from typing import Annotated, Any, ClassVar
 
@@ -26,6 +27,9 @@ MAX_PAYLOAD_BYTES = 4000
 MAX_TIME_TO_LIVE = 1_296_000
 PLATFORMS = ("android", "ios", "hmos", "web")
 CONTENT_FIELDS = ("notification", "message", "live_activity", "voip")
+# Objects and arrays within objects and arrays, the body itself counted: far beyond any real push, far below
+# the depth at which encoding or decoding it (json, asyncpg, the response) would hit Python's recursion limit.
+MAX_JSON_DEPTH = 100
 
 # Letters of any script (CJK included), digits and underscore, with spaces allowed only between them:
 # the seed's own examples ("schedule push example") use inner spaces.
@@ -368,20 +372,33 @@ def validation_message(exc: pydantic.ValidationError, prefix: str = "") -> str:
     return "; ".join(dict.fromkeys(messages))
 
 
-def check_storable_text(data: Any) -> None:
-    """Refuse strings PostgreSQL cannot store in jsonb or text: NUL characters and lone surrogates.
+def _field_of(path: str) -> str:
+    """The named field a path is in: `push.custom_args[0][0]` -> `push.custom_args`."""
+    return re.sub(r"(\[\d+\])+$", "", path) or "body"
 
-    Walks the parsed body with an explicit stack, so a deeply nested body cannot exhaust recursion.
+
+def check_storable(data: Any) -> None:
+    """Refuse, naming the field, what a parsed body holds that PostgreSQL cannot store or the service cannot
+    handle: NUL characters and lone surrogates (text and jsonb refuse them), numbers beyond a double (JSON
+    allows `1e400`, which Python reads as infinity and jsonb refuses), and nesting deeper than
+    MAX_JSON_DEPTH (whose encoding and decoding would recurse past Python's limit).
+
+    Walks the body with an explicit stack, so a deeply nested body cannot exhaust recursion here.
     """
-    pending: list[tuple[str, Any]] = [("", data)]
+    pending: list[tuple[str, Any, int]] = [("", data, 1)]
     while pending:
-        where, value = pending.pop()
+        where, value, depth = pending.pop()
+        if isinstance(value, (dict, list)) and depth > MAX_JSON_DEPTH:
+            raise errors.InvalidParameter(f"{_field_of(where)}: must be nested at most {MAX_JSON_DEPTH} deep")
         if isinstance(value, dict):
             for key, item in value.items():
                 path = f"{where}.{key}" if where else str(key)
-                pending.extend(((path, key), (path, item)))
+                pending.extend(((path, key, depth), (path, item, depth + 1)))
         elif isinstance(value, list):
-            pending.extend((f"{where}[{index}]", item) for index, item in enumerate(value))
+            pending.extend((f"{where}[{index}]", item, depth + 1) for index, item in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            # NaN and Infinity never get here (the body parser refuses them): only overflowed numbers.
+            raise errors.InvalidParameter(f"{where or 'body'}: must be a number between -1.8e308 and 1.8e308")
         elif isinstance(value, str):
             if "\x00" in value:
                 raise errors.InvalidParameter(f"{where or 'body'}: must not contain the NUL character (\\u0000)")

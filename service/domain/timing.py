@@ -17,6 +17,11 @@ from service.domain import errors, types
 UTC = dt.timezone.utc
 WALL_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _WALL_TIME_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", re.ASCII)
+# The wall times whose instants exist in every time zone: a day inside Python's calendar (years 1..9999), so
+# no wave or zone offset (at most a day) takes an instant out of it. Anything nearer the ends is refused
+# before any arithmetic overflows; the one-year horizon refuses it later anyway.
+EARLIEST_WALL_TIME = dt.datetime.min + dt.timedelta(days=1)
+LATEST_WALL_TIME = dt.datetime.max.replace(microsecond=0) - dt.timedelta(days=1)
 
 # Every UTC offset (minutes) in use somewhere on Earth in some season, per the IANA database: a wall-clock
 # time T happens first at UTC+14 (Line Islands) and last at UTC-12. zone_type 2 fires one wave per offset.
@@ -35,9 +40,15 @@ def parse_wall_time(value: str) -> dt.datetime:
     if not _WALL_TIME_SHAPE.fullmatch(value):
         raise ValueError(f'must be yyyy-mm-dd hh:mm:ss, got "{value}"')
     try:
-        return dt.datetime.strptime(value, WALL_TIME_FORMAT)
+        wall = dt.datetime.strptime(value, WALL_TIME_FORMAT)
     except ValueError:
         raise ValueError(f'is not a real calendar time, got "{value}"') from None
+    if not EARLIEST_WALL_TIME <= wall <= LATEST_WALL_TIME:
+        raise ValueError(
+            f"must be between {EARLIEST_WALL_TIME.isoformat(' ')} and {LATEST_WALL_TIME.isoformat(' ')}, "
+            f'got "{value}"'
+        )
+    return wall
 
 
 def format_offset(minutes: int) -> str:

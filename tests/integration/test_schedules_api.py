@@ -319,9 +319,11 @@ async def test_nul_and_lone_surrogates_are_refused_by_field(api: Api) -> None:
 
 
 async def test_huge_page_number_is_an_empty_page(api: Api) -> None:
-    reply = await api.list("99999999999999999999999")
+    reply = await api.list("9223372036854775807")
     assert reply.status == 200
-    assert reply.json["schedules"] == [] and reply.json["page"] == 99999999999999999999999
+    assert reply.json["schedules"] == [] and reply.json["page"] == 9223372036854775807
+    beyond = await api.list("99999999999999999999999")
+    assert (beyond.status, beyond.error_code) == (400, 28100)
 
 
 async def test_default_cap_of_1000_holds_under_concurrent_creates(service: Service) -> None:

@@ -181,3 +181,50 @@ class TestUpdate:
 
     def test_disable_only(self) -> None:
         assert models.parse(models.ScheduleUpdate, {"enabled": False}).enabled is False
+
+
+def nested_list(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+class TestStorable:
+    """What a parsed body may hold: what PostgreSQL stores and Python encodes without recursing too deep."""
+
+    @staticmethod
+    def refusal(data: Any) -> str:
+        with pytest.raises(errors.InvalidParameter) as caught:
+            models.check_storable(data)
+        return caught.value.message
+
+    def test_a_valid_body_passes(self) -> None:
+        models.check_storable(valid_body())
+
+    @pytest.mark.parametrize("number", [float("inf"), float("-inf"), json.loads("1e400"), json.loads("-1e999")])
+    def test_numbers_beyond_a_double_are_refused_by_field(self, number: float) -> None:
+        body = with_push("body.notification", {"alert": "a", "badge": number})
+        assert self.refusal(body) == "push.body.notification.badge: must be a number between -1.8e308 and 1.8e308"
+
+    def test_big_integers_and_tiny_floats_are_storable(self) -> None:
+        models.check_storable({"a": 10**4000, "b": 1e-400, "c": 1.7e308, "d": -0.0})
+
+    def test_nesting_is_counted_from_the_body(self) -> None:
+        # The body (1), push (2), custom_args' arrays from 3 on.
+        models.check_storable(with_push("custom_args", nested_list(models.MAX_JSON_DEPTH - 2)))
+        too_deep = with_push("custom_args", nested_list(models.MAX_JSON_DEPTH - 1))
+        assert self.refusal(too_deep) == "push.custom_args: must be nested at most 100 deep"
+
+    def test_nesting_of_objects_names_the_path(self) -> None:
+        value: Any = {}
+        for _ in range(models.MAX_JSON_DEPTH):
+            value = {"a": value}
+        assert self.refusal(value) == "a" + ".a" * (models.MAX_JSON_DEPTH - 1) + ": must be nested at most 100 deep"
+
+    def test_a_top_level_array_too_deep(self) -> None:
+        assert self.refusal(nested_list(models.MAX_JSON_DEPTH + 1)) == "body: must be nested at most 100 deep"
+
+    def test_nul_and_lone_surrogates_in_keys_and_values(self) -> None:
+        assert self.refusal({"a\x00": 1}) == "a\x00: must not contain the NUL character (\\u0000)"
+        assert self.refusal({"a": ["x", "\ud800"]}) == "a[1]: must be valid Unicode, got a lone surrogate"

@@ -34,6 +34,21 @@ def test_wall_time_must_be_a_real_calendar_time(text: str) -> None:
         timing.parse_wall_time(text)
 
 
+@pytest.mark.parametrize("text", ["0001-01-01 00:00:00", "0001-01-01 23:59:59", "9999-12-31 00:00:00", "9999-12-31 23:59:59"])
+def test_wall_time_within_a_day_of_the_calendar_ends_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=f'must be between 0001-01-02 00:00:00 and 9999-12-30 23:59:59, got "{text}"'):
+        timing.parse_wall_time(text)
+
+
+@pytest.mark.parametrize("text", ["0001-01-02 00:00:00", "9999-12-30 23:59:59"])
+def test_every_fire_of_the_extreme_wall_times_exists(text: str) -> None:
+    """No wave and no zone's offset takes an accepted wall time out of the calendar."""
+    wall = timing.parse_wall_time(text)
+    for zone in (UTC, zoneinfo.ZoneInfo("Pacific/Kiritimati"), zoneinfo.ZoneInfo("Etc/GMT+12"), BERLIN):
+        for zone_type in (1, 2):
+            assert timing.single_fires(wall, zone_type, zone)
+
+
 def test_leap_day_is_a_real_time() -> None:
     assert timing.parse_wall_time("2028-02-29 23:59:59") == dt.datetime(2028, 2, 29, 23, 59, 59)
 
