@@ -170,7 +170,7 @@ class TestExpressions:
         if message is None:
             assert cron.normalize(expression) == "0 0 * * MON"
             return
-        with pytest.raises(ValueError) as caught:
+        with pytest.raises(ValueError, match=r".") as caught:
             cron.normalize(expression)
         assert str(caught.value) == message
 
@@ -228,11 +228,11 @@ class TestPlan:
             self.plan(trigger("0 9 * * *", end="2027-03-01 08:00:00"))
 
     def test_first_fire_more_than_a_year_ahead(self) -> None:
-        with pytest.raises(errors.InvalidParameter, match='^trigger.cron: the first fire must be at most one year ahead, got "2032-02-29 09:00:00"$'):
+        with pytest.raises(errors.InvalidParameter, match=r'^trigger.cron: the first fire must be at most one year ahead, got "2032-02-29 09:00:00"$'):
             self.plan(trigger("0 9 29 2 *"), dt.datetime(2028, 3, 1, tzinfo=UTC))
 
     def test_kind_change_is_refused_but_cron_to_cron_is_allowed(self) -> None:
-        with pytest.raises(errors.InvalidParameter, match="^trigger: a cron task cannot become interval"):
+        with pytest.raises(errors.InvalidParameter, match=r"^trigger: a cron task cannot become interval"):
             schedules.values_for_update(
                 _stored(trigger("0 9 * * *", zone_type=1)),
                 models.ScheduleUpdate.model_validate({"trigger": {"interval": {"start": "2027-03-02 00:00:00", "every": 1, "unit": "day"}}}),

@@ -111,7 +111,7 @@ class TestPlan:
         assert plan.next_fire_at == dt.datetime(2027, 3, 2, 12, 0, tzinfo=UTC)  # 07:00 EST tomorrow
 
     def test_start_more_than_a_year_ahead(self) -> None:
-        with pytest.raises(errors.InvalidParameter, match='^trigger.interval.start: the first fire must be at most one year ahead, got "2028-03-02 00:00:00"$'):
+        with pytest.raises(errors.InvalidParameter, match=r'^trigger.interval.start: the first fire must be at most one year ahead, got "2028-03-02 00:00:00"$'):
             self.plan(trigger("2028-03-02 00:00:00", 1, "day"))
 
     @pytest.mark.parametrize(
