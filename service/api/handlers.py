@@ -101,6 +101,13 @@ async def preview_trigger(request: web.Request) -> web.Response:
     return _ok(schedules.preview(body, app.time_zone, _now(), request.app[keys.WAVE_OFFSETS], count))
 
 
+@routes.route("*", "/v4/schedules/preview")
+async def preview_other_methods(request: web.Request) -> web.Response:
+    """`preview` is not a schedule id: any other method is 405 with `Allow: POST`, not the GET, PUT and DELETE
+    of /v4/schedules/{schedule_id}, which aiohttp would otherwise also advertise for this path."""
+    raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+
+
 @routes.get("/v4/schedules/{schedule_id}")
 async def get_schedule(request: web.Request) -> web.Response:
     app = keys.current_app(request)

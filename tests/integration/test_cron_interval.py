@@ -295,3 +295,10 @@ async def test_after_downtime_only_the_latest_missed_occurrence_is_sent(
         runs = [(row["due_at"], row["state"]) for row in rows if row["kind"] == kind]
         assert [state for _, state in runs] == ["missed"] * (len(runs) - 1) + ["sent"], kind
         assert len(runs) >= 9 and runs[-1][0] == tasks[kind][2], kind
+
+
+async def test_preview_is_not_a_schedule_id(api: Api) -> None:
+    """Other methods on /v4/schedules/preview answer 405 with only POST allowed, not a schedule's methods."""
+    for method in ("GET", "PUT", "DELETE", "OPTIONS"):
+        reply = await api.call(method, "/v4/schedules/preview")
+        assert (reply.status, reply.error_code, reply.headers["Allow"]) == (405, 28100, "POST"), method
