@@ -108,6 +108,23 @@ async def list_schedules(request: web.Request) -> web.Response:
     )
 
 
+@routes.post("/v4/schedules/preview")
+async def preview_trigger(request: web.Request) -> web.Response:
+    """Extension: the next fires of a trigger not yet stored, validated as a create would."""
+    app = keys.current_app(request)
+    count = schedules.parse_count(request.query.get("count"))
+    raw = await _json_body(request)
+    body: models.TriggerPreview = models.parse(models.TriggerPreview, raw)
+    return _ok(schedules.preview(body, app.time_zone, _now(), request.app[keys.WAVE_OFFSETS], count))
+
+
+@routes.route("*", "/v4/schedules/preview")
+async def preview_other_methods(request: web.Request) -> web.Response:
+    """`preview` is not a schedule id: any other method is 405 with `Allow: POST`, not the GET, PUT and DELETE
+    of /v4/schedules/{schedule_id}, which aiohttp would otherwise also advertise for this path."""
+    raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+
+
 @routes.get("/v4/schedules/{schedule_id}")
 async def get_schedule(request: web.Request) -> web.Response:
     app = keys.current_app(request)
@@ -155,3 +172,19 @@ async def schedule_msg_ids(request: web.Request) -> web.Response:
         raise errors.ScheduleNotFound()
     # MsgIds repeats the list: EngageLab's published SDKs read that key.
     return _ok({"count": len(msg_ids), "msgids": msg_ids, "MsgIds": msg_ids})
+
+
+@routes.get("/v4/schedules/{schedule_id}/upcoming")
+async def schedule_upcoming(request: web.Request) -> web.Response:
+    """Extension: the next fires of a stored task, in the zone it keeps; none while it is disabled."""
+    app = keys.current_app(request)
+    schedule_id = _schedule_id(request)
+    count = schedules.parse_count(request.query.get("count"))
+    now = _now()
+    schedule = await request.app[keys.SCHEDULES].get_schedule(app.app_key, schedule_id, now)
+    if schedule is None:
+        raise errors.ScheduleNotFound()
+    answer = schedules.upcoming(
+        schedule.trigger, schedule.time_zone, now, request.app[keys.WAVE_OFFSETS], count if schedule.enabled else 0
+    )
+    return _ok({"schedule_id": str(schedule_id), **answer})

@@ -17,7 +17,7 @@ from dateutil.relativedelta import relativedelta
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from service.domain import errors, periodical, timing
+from service.domain import cron, errors, interval, periodical, timing
 
 MAX_NAME_BYTES = 255
 MAX_FREQUENCY = 100
@@ -183,27 +183,91 @@ class PeriodicalTrigger(_Strict):
         return value
 
 
+def _check_cron_expression(value: str) -> str:
+    try:
+        cron.normalize(value)
+    except ValueError as exc:
+        raise _invalid(str(exc)) from None
+    return value
+
+
+def _end_after_start(value: str | None, info: ValidationInfo) -> str | None:
+    start = info.data.get("start")
+    if value is not None and start is not None and timing.parse_wall_time(value) <= timing.parse_wall_time(start):
+        raise _invalid(f'must be after start ("{start}"), got "{value}"')
+    return value
+
+
+class CronTrigger(_Strict):
+    """Extension: a five-field crontab, read in wall-clock time (service.domain.cron)."""
+
+    expression: Annotated[str, AfterValidator(_check_cron_expression)]
+    start: WallTime | None = None
+    end: WallTime | None = None
+    zone_type: ZoneType = 1
+
+    check_end = field_validator("end")(_end_after_start)
+
+
+class IntervalTrigger(_Strict):
+    """Extension: every N minutes, hours or days from start (service.domain.interval); zone_type 1 only."""
+
+    start: WallTime
+    every: int
+    unit: str
+    end: WallTime | None = None
+
+    @field_validator("every")
+    @classmethod
+    def _every_range(cls, value: int) -> int:
+        if not 1 <= value <= interval.MAX_EVERY:
+            raise _invalid(f"must be 1..{interval.MAX_EVERY}, got {value}")
+        return value
+
+    @field_validator("unit")
+    @classmethod
+    def _known_unit(cls, value: str) -> str:
+        if value not in interval.UNITS:
+            raise _invalid(f'must be minute, hour or day, got "{value}"')
+        return value
+
+    check_end = field_validator("end")(_end_after_start)
+
+
+TRIGGER_KINDS = ("single", "periodical", "cron", "interval")
+
+
 class Trigger(_Strict):
     single: SingleTrigger | None = None
     periodical: PeriodicalTrigger | None = None
+    cron: CronTrigger | None = None
+    interval: IntervalTrigger | None = None
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> Trigger:
-        if (self.single is None) == (self.periodical is None):
-            raise _invalid("must hold exactly one of single, periodical")
+        if sum(getattr(self, kind) is not None for kind in TRIGGER_KINDS) != 1:
+            raise _invalid(f"must hold exactly one of {', '.join(TRIGGER_KINDS)}")
         return self
 
     @property
     def kind(self) -> str:
-        return "single" if self.single is not None else "periodical"
+        return next(kind for kind in TRIGGER_KINDS if getattr(self, kind) is not None)
 
     def to_wire(self) -> dict[str, Any]:
-        """The trigger as stored and echoed: the fields as sent, zone_type always present (absent means 1)."""
-        inner = self.single if self.single is not None else self.periodical
-        assert inner is not None
+        """The trigger as stored and echoed: the fields as sent, zone_type always present (absent means 1),
+        except on interval triggers, which have none."""
+        inner: BaseModel = getattr(self, self.kind)
         fields = inner.model_dump(exclude_unset=True)
-        fields["zone_type"] = inner.zone_type
+        zone_type = getattr(inner, "zone_type", None)
+        if zone_type is not None:
+            fields["zone_type"] = zone_type
         return {self.kind: fields}
+
+
+class TriggerPreview(_Strict):
+    """The body of POST /v4/schedules/preview: a trigger not yet stored."""
+
+    trigger: Trigger
 
 
 class Audience(_Open):

@@ -6,13 +6,59 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any, cast
 
-from service.domain import dispatch, errors, models, periodical, timing, types
+from service.domain import cron, dispatch, errors, interval, models, periodical, timing, types
+
+
+def _plan_open_ended(
+    kind: str, fields: dict[str, Any], app_zone: dt.tzinfo, now: dt.datetime, wave_offsets: Sequence[int], fresh: bool
+) -> types.FirePlan:
+    """Cron and interval triggers: the next fire after `now` and the last before `end` (timing.NO_END without one).
+
+    A trigger being set (`fresh`) must have its first fire within the one-year horizon, and an interval its
+    `start` in the future (it is the first fire). A task re-enabled later goes on from its next fire. Zone_type 2
+    waves already past at creation are not recorded (a cron task may fire every minute: that would be
+    thousands of rows); they were never fires of the task.
+    """
+    first: types.Fire | None
+    last: types.Fire | None
+    if kind == "cron":
+        cron_spec = cron.Cron.from_wire(fields)
+        first = cron.first_fire_after(cron_spec, app_zone, wave_offsets, now)
+        last = cron.last_fire(cron_spec, app_zone, wave_offsets)
+    else:
+        interval_spec = interval.Interval.from_wire(fields)
+        if fresh and timing.wall_to_utc(interval_spec.start, app_zone) <= now:
+            raise errors.InvalidParameter(
+                f'trigger.interval.start: must be in the future (it is the first fire), got "{fields["start"]}" '
+                f"({app_zone} time is {now.astimezone(app_zone).strftime(timing.WALL_TIME_FORMAT)})"
+            )
+        first = interval.first_fire_after(interval_spec, app_zone, now)
+        last = interval.last_fire(interval_spec, app_zone)
+    if first is None:
+        end = fields.get("end")
+        raise errors.InvalidParameter(f'trigger.{kind}: no occurrence is left between now and end ("{end}")')
+    if fresh and first.due_at > timing.horizon(now):
+        where = "trigger.interval.start" if kind == "interval" else "trigger.cron"
+        first_wall = first.due_at.astimezone(app_zone).strftime(timing.WALL_TIME_FORMAT)
+        raise errors.InvalidParameter(f'{where}: the first fire must be at most one year ahead, got "{first_wall}"')
+    return types.FirePlan(next_fire_at=first.due_at, final_fire_at=timing.NO_END if last is None else last.due_at)
 
 
 def plan_trigger(
-    trigger: models.Trigger, app_zone: dt.tzinfo, now: dt.datetime, wave_offsets: Sequence[int]
+    trigger: models.Trigger,
+    app_zone: dt.tzinfo,
+    now: dt.datetime,
+    wave_offsets: Sequence[int],
+    *,
+    fresh: bool = True,
 ) -> types.FirePlan:
-    """The next and the final fire of a trigger seen from `now`; InvalidParameter when none is left."""
+    """The next and the final fire of a trigger seen from `now`; InvalidParameter when none is left.
+
+    `fresh`: the trigger is being set (create, a PUT with a trigger, a preview), so it is validated as new;
+    False when a stored task is re-enabled and goes on from where it is."""
+    if trigger.cron is not None or trigger.interval is not None:
+        kind, fields = next(iter(trigger.to_wire().items()))
+        return _plan_open_ended(kind, fields, app_zone, now, wave_offsets, fresh)
     if trigger.single is not None:
         # The model types zone_type as int (its own validator gives the error message); that validator admits 1 and 2.
         zone_type = cast("types.ZoneType", trigger.single.zone_type)
@@ -95,7 +141,7 @@ def values_for_update(
     elif body.enabled and not current.enabled:
         # Re-enabled: fires (waves) that passed while it was disabled are skipped, never sent late.
         zone = timing.load_zone(time_zone)
-        plan = plan_trigger(models.Trigger.model_validate(current.trigger), zone, now, wave_offsets)
+        plan = plan_trigger(models.Trigger.model_validate(current.trigger), zone, now, wave_offsets, fresh=False)
     return types.ScheduleValues(
         name=body.name if body.name is not None else current.name,
         enabled=body.enabled if body.enabled is not None else current.enabled,
@@ -106,3 +152,44 @@ def values_for_update(
         zone_type=dispatch.zone_type(trigger),
         time_zone=time_zone,
     )
+
+
+MAX_UPCOMING = 100
+
+
+def parse_count(text: str | None, default: int = 10) -> int:
+    """The `count` query parameter of upcoming and preview: 1..MAX_UPCOMING, ASCII digits."""
+    if text is None:
+        return default
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_UPCOMING:
+        raise errors.InvalidParameter(f'count: must be an integer 1..{MAX_UPCOMING}, got "{text}"')
+    return int(text)
+
+
+def upcoming(
+    trigger: dict[str, Any], time_zone: str, now: dt.datetime, wave_offsets: Sequence[int], count: int
+) -> dict[str, Any]:
+    """The answer of upcoming and preview: the next `count` fires of a stored trigger (in the zone the task
+    keeps) or of one not yet stored (in the app's zone), each as a UTC instant and as wall time in that zone,
+    with its wave's offset for zone_type 2."""
+    zone = timing.load_zone(time_zone)
+    waves = dispatch.zone_type(trigger) == 2
+    fires = []
+    for fire in dispatch.upcoming(trigger, zone, wave_offsets, now, count):
+        item = {
+            "utc": fire.due_at.astimezone(timing.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "time": fire.due_at.astimezone(zone).strftime(timing.WALL_TIME_FORMAT),
+        }
+        if waves:
+            item["wave"] = timing.format_offset(fire.utc_offset_minutes)
+        fires.append(item)
+    return {"time_zone": time_zone, "count": len(fires), "fires": fires}
+
+
+def preview(
+    body: models.TriggerPreview, app_time_zone: str, now: dt.datetime, wave_offsets: Sequence[int], count: int
+) -> dict[str, Any]:
+    """What a trigger not yet stored means: validated exactly as a create would (the same 28100 and 28105
+    answers), then its next fires in the app's zone."""
+    plan_trigger(body.trigger, timing.load_zone(app_time_zone), now, wave_offsets)
+    return upcoming(body.trigger.to_wire(), app_time_zone, now, wave_offsets, count)

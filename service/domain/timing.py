@@ -32,6 +32,13 @@ REAL_UTC_OFFSETS_MINUTES: tuple[int, ...] = (
 )
 
 
+# The final fire of a trigger that has none (cron and interval triggers without `end`): stored as PostgreSQL's
+# 'infinity', which compares after every instant, so such a task stays valid (listed, counted against the cap,
+# never swept as expired) until it is deleted. asyncpg writes this value as 'infinity' and reads 'infinity'
+# back as its naive twin; the store turns that into this one.
+NO_END = dt.datetime.max.replace(tzinfo=UTC)
+
+
 def parse_wall_time(value: str) -> dt.datetime:
     """Parse `yyyy-mm-dd hh:mm:ss` (zero-padded, a real calendar time) into a naive datetime.
 

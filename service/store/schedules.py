@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import asyncpg
 
-from service.domain import errors, types
+from service.domain import errors, timing, types
 from service.store.database import Pool, translated
 from service.store.queries import SQL
 
@@ -28,6 +28,11 @@ def _app_record(row: asyncpg.Record) -> types.AppRecord:
     return types.AppRecord(_app(row), row["state"], row["has_push_credentials"])
 
 
+def _instant(value: dt.datetime) -> dt.datetime:
+    """asyncpg reads 'infinity' as a naive datetime.max; the domain's NO_END is its aware twin."""
+    return timing.NO_END if value.tzinfo is None and value == dt.datetime.max else value
+
+
 def _schedule(row: asyncpg.Record) -> types.Schedule:
     return types.Schedule(
         schedule_id=types.ScheduleId(row["id"]),
@@ -37,7 +42,7 @@ def _schedule(row: asyncpg.Record) -> types.Schedule:
         trigger=row["trigger"],
         push=row["push"],
         created_at=row["created_at"],
-        final_fire_at=row["final_fire_at"],
+        final_fire_at=_instant(row["final_fire_at"]),
         time_zone=row["time_zone"],
     )
 

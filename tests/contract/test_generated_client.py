@@ -119,3 +119,53 @@ def test_generated_client_does_the_whole_life_of_a_schedule(
     with client_for(generated, running_service, app_credentials[0], "wrong") as client:
         refused = list_schedules.sync(client=client)
         assert isinstance(refused, models.Error) and refused.error.code.value == 28101
+
+
+def test_generated_client_drives_cron_and_interval_tasks(
+    generated: Any, running_service: RunningService, app_credentials: tuple[str, str]
+) -> None:
+    """The extensions through the generated client: a cron and an interval trigger built from its models,
+    their next fires previewed before saving and listed after (upcoming), a field-naming 28100 parsed."""
+    models = module("models")
+    create_schedule = module("api.schedules.create_schedule")
+    get_schedule = module("api.schedules.get_schedule")
+    update_schedule = module("api.schedules.update_schedule")
+    preview_trigger = module("api.schedules.preview_trigger")
+    get_upcoming = module("api.schedules.get_schedule_upcoming")
+
+    with client_for(generated, running_service, *app_credentials) as client:
+        cron = models.Trigger(cron=models.CronTrigger(expression="*/5 * * * *", zone_type=models.ZoneType.VALUE_2))
+        previewed = preview_trigger.sync(client=client, body=models.TriggerPreview(trigger=cron), count=3)
+        assert isinstance(previewed, models.Preview) and previewed.count == 3 and previewed.time_zone == "UTC"
+        assert all(fire.wave for fire in previewed.fires) and previewed.fires[0].utc.tzinfo is not None
+
+        body = schedule_body(time=future_time(3600))
+        body["trigger"] = cron.to_dict()
+        created = create_schedule.sync(client=client, body=models.ScheduleCreate.from_dict(body))
+        assert isinstance(created, models.CreateResult)
+        schedule_id = str(created.schedule_id)
+        fetched = get_schedule.sync(schedule_id=schedule_id, client=client)
+        assert isinstance(fetched, models.Schedule) and fetched.trigger.cron.expression == "*/5 * * * *"
+        upcoming = get_upcoming.sync(schedule_id=schedule_id, client=client, count=2)
+        assert isinstance(upcoming, models.ScheduleUpcoming) and str(upcoming.schedule_id) == schedule_id
+        assert upcoming.count == 2 and all(fire.wave for fire in upcoming.fires)
+
+        start = future_time(600)
+        every = models.Trigger(
+            interval=models.IntervalTrigger(start=start, every=90, unit=models.IntervalTriggerUnit.MINUTE)
+        )
+        body["trigger"] = every.to_dict()
+        created = create_schedule.sync(client=client, body=models.ScheduleCreate.from_dict(body))
+        assert isinstance(created, models.CreateResult)
+        upcoming = get_upcoming.sync(schedule_id=str(created.schedule_id), client=client)
+        assert isinstance(upcoming, models.ScheduleUpcoming) and upcoming.count == 10
+        assert upcoming.fires[0].time == start
+        # A change of kind is refused with the documented 400 Error.
+        refused = update_schedule.sync(
+            schedule_id=str(created.schedule_id), client=client, body=models.ScheduleUpdate(trigger=cron)
+        )
+        assert isinstance(refused, models.Error) and refused.error.code.value == 28100
+
+        never = models.Trigger(cron=models.CronTrigger(expression="0 0 30 2 *"))
+        bad = preview_trigger.sync(client=client, body=models.TriggerPreview(trigger=never))
+        assert isinstance(bad, models.Error) and bad.error.message.startswith("trigger.cron.expression: day of month")

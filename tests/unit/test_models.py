@@ -93,7 +93,7 @@ class TestTopLevel:
         assert rejection(body) == 'trigger.single.time: must be yyyy-mm-dd hh:mm:ss, got "2014-2-15 13:16:59"'
 
     def test_trigger_needs_one_kind(self) -> None:
-        assert rejection(valid_body(trigger={})) == "trigger: must hold exactly one of single, periodical"
+        assert rejection(valid_body(trigger={})) == "trigger: must hold exactly one of single, periodical, cron, interval"
 
     def test_cid_limits(self) -> None:
         assert rejection(valid_body(cid="")).startswith("cid: must be 1..255")

@@ -56,6 +56,7 @@ def test_every_served_route_is_in_the_spec_and_back() -> None:
         (route.method, route.path)  # type: ignore[attr-defined]
         for table in (handlers.routes, ops.routes)
         for route in table
+        if route.method != "*"  # type: ignore[attr-defined]  # a catch-all answering 405 (preview's other methods)
     }
     assert served == documented
 
