@@ -69,12 +69,15 @@ def engine_config(settings: Settings) -> dispatcher.EngineConfig:
         plan_ahead=dt.timedelta(seconds=settings.engine_plan_ahead_seconds),
         max_planned_ahead=settings.engine_max_planned_ahead,
         planners=settings.engine_planners,
+        retention=dt.timedelta(days=settings.retention_days) if settings.retention_days else None,
+        retention_batch_size=settings.retention_batch_size,
     )
 
 
 def engine_pool_size(settings: Settings) -> int:
     """The engine's own connections: its plan transactions at once, the fire loop's claims, the claimer, the
-    recorder and the sweep. API traffic cannot take them (service.store.database)."""
+    recorder and the retention sweep (the expiry sweep runs between plan transactions, on theirs). API traffic
+    cannot take them (service.store.database)."""
     return settings.engine_planners + 4
 
 

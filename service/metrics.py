@@ -59,6 +59,13 @@ DISPATCH_LATENESS = Histogram(
     registry=REGISTRY,
 )
 
+RETENTION_PURGED = Counter(
+    "push_retention_purged",
+    "Rows the retention sweep of this process's engine purged (RETENTION_DAYS), by kind (schedules, runs).",
+    ["kind"],
+    registry=REGISTRY,
+)
+
 
 @functools.cache
 def _child(metric: Counter | Histogram, *labels: str) -> Any:
@@ -71,6 +78,13 @@ def record_run(outcome: str, lateness_seconds: float | None) -> None:
     _child(RUNS, outcome).inc()
     if lateness_seconds is not None:
         _child(DISPATCH_LATENESS, outcome).observe(lateness_seconds)
+
+
+def record_purged(schedules: int, runs: int) -> None:
+    if schedules:
+        _child(RETENTION_PURGED, "schedules").inc(schedules)
+    if runs:
+        _child(RETENTION_PURGED, "runs").inc(runs)
 
 
 def record_request(method: str, route: str, status: int, seconds: float) -> None:

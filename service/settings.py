@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     engine_max_planned_ahead: int = Field(
         default=20_000, ge=0, description="most planned runs held in memory (at least ENGINE_BATCH_SIZE)"
     )
+    retention_days: int = Field(
+        default=90, ge=0, description="days terminal runs, and deleted or expired tasks, are kept; 0: forever"
+    )
+    retention_batch_size: int = Field(
+        default=2000, ge=1, le=10_000, description="most runs one retention transaction purges"
+    )
     shutdown_timeout_seconds: float = Field(default=10, ge=0, description="SIGTERM: time to finish requests and sends")
 
     @field_validator("wave_offsets")

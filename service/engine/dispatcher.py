@@ -7,6 +7,7 @@ It is made of parts, each small enough to hold in mind and tested on its own:
 - `claimer.Claimer`: retries, and runs whose holder died, taken over;
 - `sender.Sender`: at most SEND_CONCURRENCY pushes in flight, and no lease without a free slot;
 - `recorder.Recorder`: outcomes written back in batches, fenced on the attempt, never dropped;
+- `retention.Retention`: purges, in short batches, what RETENTION_DAYS no longer keeps;
 - `supervisor.Supervisor`: restarts a loop that crashed, and reports it down meanwhile (/readyz fails);
 - `clock.Clock`: the database's clock, by which every part waits.
 
@@ -30,6 +31,7 @@ from service.engine.clock import Clock
 from service.engine.planner import Planner
 from service.engine.ports import RunQueue
 from service.engine.recorder import Recorder
+from service.engine.retention import Retention
 from service.engine.sender import Sender
 from service.engine.supervisor import Supervisor
 from service.engine.waker import Waker
@@ -38,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # The loops that lease work; stop() ends them first, so nothing new is claimed while the rest drains.
 _CLAIMING_LOOPS = ["planner", "fire", "claimer"]
+# Stopped with them: a retention batch in progress is short, and nothing waits for the next one.
+_FIRST_TO_STOP = [*_CLAIMING_LOOPS, "retention"]
 # How long a claiming loop may take to notice the stop before it is cancelled.
 _LOOP_STOP_SECONDS = 0.5
 # What stop() keeps for its last writes (flush results, hand runs back), out of drain_seconds.
@@ -70,6 +74,10 @@ class EngineConfig:
     planners: int = 2
     # How often the LISTEN connection is checked, so a half-open socket is noticed.
     heartbeat_seconds: float = 5.0
+    # Terminal runs, and tasks deleted or expired, are purged this long after their end; None keeps them forever.
+    retention: dt.timedelta | None = dt.timedelta(days=90)
+    # The most runs one retention transaction purges.
+    retention_batch_size: int = 2000
 
 
 class Engine:
@@ -108,6 +116,10 @@ class Engine:
             grace=config.misfire_grace,
             max_attempts=config.retry.max_attempts, max_idle_seconds=config.max_idle_seconds,
         )
+        self.retention = None if config.retention is None else Retention(
+            queue, retention=config.retention, batch_size=config.retention_batch_size,
+            interval=config.sweep_interval,
+        )
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -123,6 +135,9 @@ class Engine:
         self.supervisor.spawn("planner", lambda: self.planner.run(stopping))
         self.supervisor.spawn("fire", lambda: self.ahead.run(stopping))
         self.supervisor.spawn("claimer", lambda: self.claimer.run(stopping))
+        retention = self.retention
+        if retention is not None:
+            self.supervisor.spawn("retention", lambda: retention.run(stopping))
 
     def problem(self) -> str | None:
         """Why the engine cannot do its work right now (for /readyz), or None."""
@@ -137,7 +152,7 @@ class Engine:
         deadline = loop.time() + self._config.drain_seconds
         self._stopping.set()
         self.waker.poke()
-        await self.supervisor.stop(_CLAIMING_LOOPS, _LOOP_STOP_SECONDS)
+        await self.supervisor.stop(_FIRST_TO_STOP, _LOOP_STOP_SECONDS)
         unfinished = await self.sender.drain(deadline - _HAND_BACK_SECONDS - loop.time())
         unfinished += [(run.run_id, run.attempts) for run in self.ahead.armed]
         await self.supervisor.stop(["recorder"], _LOOP_STOP_SECONDS)

@@ -130,7 +130,8 @@ SELECT * FROM insert_runs($1::uuid[], $2::timestamptz[], $3::integer[], $4::bool
 UPDATE schedules s
 SET next_fire_at = advanced.next_fire_at,
     state = CASE WHEN advanced.stopped_reason IS NULL THEN s.state ELSE 'expired' END,
-    stopped_reason = coalesce(advanced.stopped_reason, s.stopped_reason)
+    stopped_reason = coalesce(advanced.stopped_reason, s.stopped_reason),
+    updated_at = CASE WHEN advanced.stopped_reason IS NULL THEN s.updated_at ELSE clock_timestamp() END
 FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS advanced (id, next_fire_at, stopped_reason)
 WHERE s.id = advanced.id;
 
@@ -214,13 +215,36 @@ SELECT clock_timestamp();
 -- Tasks whose last fire has passed, out of the hot indexes: those disabled meanwhile (expired unfired), and
 -- those whose every fire was planned (not those whose next fire is parked while their app is disabled: once
 -- enabled, that fire follows the misfire rule). Bounded: each run of the sweep takes at most 1,000 of each.
-UPDATE schedules SET state = 'expired', next_fire_at = NULL
+-- updated_at marks the expiry, from which the task's retention counts (sql/0007 schedule_ended_at).
+UPDATE schedules SET state = 'expired', next_fire_at = NULL, updated_at = clock_timestamp()
 WHERE id IN (
     (SELECT id FROM schedules WHERE state = 'active' AND NOT enabled AND final_fire_at <= clock_timestamp() LIMIT 1000)
     UNION
     (SELECT id FROM schedules WHERE state = 'active' AND next_fire_at IS NULL AND parked_fire_at IS NULL
      AND final_fire_at <= clock_timestamp() LIMIT 1000)
 );
+
+-- name: purge_ended_schedules
+-- Retention: one batch of tasks deleted or expired before the cutoff, with their runs (sql/0007
+-- purge_ended_schedules). The cutoff is read from the database's clock once per statement.
+SELECT schedules, runs FROM purge_ended_schedules(clock_timestamp() - $1::interval, $2, $3);
+
+-- name: purge_old_runs
+-- Retention: one batch of runs in a final state created and ended before the cutoff, oldest first. The
+-- cutoff is an InitPlan, computed once, so it bounds the scan of runs_finished_created_idx (sql/0007) instead
+-- of filtering every entry (clock_timestamp() is volatile: compared row by row it is no index condition).
+-- SKIP LOCKED: two replicas purging at once split the rows instead of waiting on each other; no engine
+-- statement locks a run in a final state.
+WITH doomed AS (
+    SELECT ctid FROM runs
+    WHERE state IN ('sent', 'failed', 'missed', 'skipped', 'cancelled')
+      AND created_at < (SELECT clock_timestamp() - $1::interval)
+      AND coalesce(finished_at, due_at) < (SELECT clock_timestamp() - $1::interval)
+    ORDER BY created_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM runs r USING doomed WHERE r.ctid = doomed.ctid;
 
 -- name: count_due_backlog
 -- /metrics: work due now and not done (fires to plan, retries due, expired leases). Each count rides its

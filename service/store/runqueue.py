@@ -239,6 +239,22 @@ class RunQueue:
             status = await connection.execute(SQL["expire_lapsed_schedules"])
         return int(status.split()[-1])
 
+    @translated
+    async def purge_ended_schedules(self, retention: dt.timedelta, tasks: int, runs: int) -> tuple[int, int]:
+        """Retention: one transaction purging at most `tasks` tasks deleted or expired longer than `retention`
+        ago, with at most `runs` of their runs (sql/0007). Returns (tasks purged, runs purged)."""
+        async with self._pool.acquire() as connection:
+            row = await connection.fetchrow(SQL["purge_ended_schedules"], retention, tasks, runs)
+        return row["schedules"], row["runs"]
+
+    @translated
+    async def purge_old_runs(self, retention: dt.timedelta, limit: int) -> int:
+        """Retention: one transaction purging at most `limit` runs in a final state that were created and ended
+        longer than `retention` ago. Returns how many went."""
+        async with self._pool.acquire() as connection:
+            status = await connection.execute(SQL["purge_old_runs"], retention, limit)
+        return int(status.split()[-1])
+
     async def listen(self, callback: Callable[[str], None], timeout: float) -> Listener:
         """A dedicated connection LISTENing for schedule changes; `callback(payload)` on each notification."""
         return Listener(await connect_listener(self._dsn, timeout, callback))

@@ -1,0 +1,115 @@
+"""The retention sweep: purges what RETENTION_DAYS no longer keeps, in short transactions dispatch never waits on.
+
+Every sweep interval it purges batch after batch, first the tasks deleted or expired longer than the retention
+ago, with their runs (sql/0007 purge_ended_schedules), then the runs in a final state (sent, failed, missed,
+skipped, cancelled) created and ended longer ago than that (queries.sql purge_old_runs). Each batch is one
+transaction of at most `batch_size` runs (2,000: about 15 ms, bench/README.md "Retention"); it takes tasks with
+SKIP LOCKED and only runs no engine statement writes, so neither the planner, the senders nor the API wait on it.
+Between batches it rests at least as long as the batch took, so it holds a connection at most half the time, and
+it stops between two batches as soon as the engine stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+
+from service import metrics
+from service.domain import errors
+from service.engine.ports import RunQueue
+from service.engine.waker import wait_any
+
+log = logging.getLogger(__name__)
+
+# The shortest rest between two batches, whatever the batch took.
+MIN_PAUSE_SECONDS = 0.02
+# Tasks per batch of the task purge: most ended tasks have one run (26 for a zone_type 2 task), so the batch's
+# runs bound it first; a task's runs are all purged before the task is.
+TASKS_PER_BATCH_DIVISOR = 10
+
+
+@dataclasses.dataclass
+class SweepReport:
+    """What one sweep purged, and what it cost."""
+
+    schedules: int = 0
+    runs: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    longest_batch_seconds: float = 0.0
+
+
+class Retention:
+    def __init__(
+        self,
+        queue: RunQueue,
+        *,
+        retention: dt.timedelta,
+        batch_size: int,
+        interval: dt.timedelta,
+        min_pause_seconds: float = MIN_PAUSE_SECONDS,
+    ) -> None:
+        self._queue = queue
+        self._retention = retention
+        self._batch_size = batch_size
+        self._tasks_per_batch = max(1, batch_size // TASKS_PER_BATCH_DIVISOR)
+        self._interval = interval.total_seconds()
+        self._min_pause = min_pause_seconds
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                await self.sweep(stopping)
+            except errors.ServiceError as exc:
+                log.warning("retention sweep failed, trying again at the next one: %s", exc.message)
+            await wait_any(stopping, timeout=self._interval)
+
+    async def sweep(self, stopping: asyncio.Event | None = None) -> SweepReport:
+        """Purge until nothing is left to purge (or the engine stops); log and count what went."""
+        stopping = stopping or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        report = SweepReport()
+        started = loop.time()
+        while not stopping.is_set():
+            batch_started = loop.time()
+            schedules, runs = await self._queue.purge_ended_schedules(
+                self._retention, self._tasks_per_batch, self._batch_size
+            )
+            self._add(report, loop.time() - batch_started, schedules, runs)
+            if not schedules and not runs:
+                break
+            await self._rest(stopping, loop.time() - batch_started)
+        while not stopping.is_set():
+            batch_started = loop.time()
+            runs = await self._queue.purge_old_runs(self._retention, self._batch_size)
+            self._add(report, loop.time() - batch_started, 0, runs)
+            if runs < self._batch_size:
+                break
+            await self._rest(stopping, loop.time() - batch_started)
+        report.seconds = loop.time() - started
+        if report.schedules or report.runs:
+            log.info(
+                "retention purged %d tasks and %d runs older than %s, in %d transactions over %.1f s (longest %.1f ms)",
+                report.schedules, report.runs, self._retention, report.batches, report.seconds,
+                report.longest_batch_seconds * 1000,
+                extra={
+                    "event": "retention_purge", "schedules": report.schedules, "runs": report.runs,
+                    "batches": report.batches, "seconds": round(report.seconds, 3),
+                    "longest_batch_ms": round(report.longest_batch_seconds * 1000, 1),
+                },
+            )
+        return report
+
+    @staticmethod
+    def _add(report: SweepReport, seconds: float, schedules: int, runs: int) -> None:
+        report.batches += 1
+        report.schedules += schedules
+        report.runs += runs
+        report.longest_batch_seconds = max(report.longest_batch_seconds, seconds)
+        metrics.record_purged(schedules, runs)
+
+    async def _rest(self, stopping: asyncio.Event, batch_seconds: float) -> None:
+        """Dispatch first: rest at least as long as the batch took."""
+        await wait_any(stopping, timeout=max(self._min_pause, batch_seconds))
