@@ -85,7 +85,8 @@ class Bench:
         await _wait_http(self.standin_url + "/_stats")
         return self
 
-    async def start_service(self, **extra_env: str) -> str:
+    async def start_service(self, log: pathlib.Path | None = None, **extra_env: str) -> str:
+        """Start one more service process; its output goes to `log` when given."""
         port = free_port()
         env = {
             "DATABASE_URL": self.dsn,
@@ -97,7 +98,7 @@ class Bench:
             **self.service_env,
             **extra_env,
         }
-        self._spawn([sys.executable, "-m", "service"], env)
+        self._spawn([sys.executable, "-m", "service"], env, log)
         self.service_url = f"http://127.0.0.1:{port}"
         await _wait_http(self.service_url + "/v4/schedules")
         return self.service_url

@@ -119,6 +119,8 @@ class Engine:
         self.retention = None if config.retention is None else Retention(
             queue, retention=config.retention, batch_size=config.retention_batch_size,
             interval=config.sweep_interval,
+            # Sends in flight, or runs planned ahead (a burst is near): the purge waits (service.engine.retention).
+            busy=lambda: self.sender.in_flight > 0 or len(self.ahead) > 0,
         )
 
     # -- lifecycle --------------------------------------------------------------------------------------

@@ -5,8 +5,10 @@ ago, with their runs (sql/0007 purge_ended_schedules), then the runs in a final 
 skipped, cancelled) created and ended longer ago than that (queries.sql purge_old_runs). Each batch is one
 transaction of at most `batch_size` runs (2,000: about 15 ms, bench/README.md "Retention"); it takes tasks with
 SKIP LOCKED and only runs no engine statement writes, so neither the planner, the senders nor the API wait on it.
-Between batches it rests at least as long as the batch took, so it holds a connection at most half the time, and
-it stops between two batches as soon as the engine stops.
+Dispatch comes first: between batches the sweep rests twice as long as the batch took (it holds a connection at
+most a third of the time), and longer while the engine is busy sending or holds runs planned ahead (a burst),
+up to BUSY_YIELD_SECONDS per batch, so a steady load slows the purge without starving it. It stops between two
+batches as soon as the engine stops.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
+import statistics
+from collections.abc import Callable
 
 from service import metrics
 from service.domain import errors
@@ -23,8 +27,12 @@ from service.engine.waker import wait_any
 
 log = logging.getLogger(__name__)
 
-# The shortest rest between two batches, whatever the batch took.
+# The shortest rest between two batches, whatever the batch took; and the rest per second of a batch.
 MIN_PAUSE_SECONDS = 0.02
+REST_PER_BATCH_SECOND = 2.0
+# While the engine is busy, the longest it waits before the next batch, and how often it looks again.
+BUSY_YIELD_SECONDS = 2.0
+BUSY_POLL_SECONDS = 0.1
 # Tasks per batch of the task purge: most ended tasks have one run (26 for a zone_type 2 task), so the batch's
 # runs bound it first; a task's runs are all purged before the task is.
 TASKS_PER_BATCH_DIVISOR = 10
@@ -38,7 +46,11 @@ class SweepReport:
     runs: int = 0
     batches: int = 0
     seconds: float = 0.0
-    longest_batch_seconds: float = 0.0
+    batch_seconds: list[float] = dataclasses.field(default_factory=list)
+
+    @property
+    def longest_batch_seconds(self) -> float:
+        return max(self.batch_seconds, default=0.0)
 
 
 class Retention:
@@ -50,6 +62,7 @@ class Retention:
         batch_size: int,
         interval: dt.timedelta,
         min_pause_seconds: float = MIN_PAUSE_SECONDS,
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self._queue = queue
         self._retention = retention
@@ -57,6 +70,7 @@ class Retention:
         self._tasks_per_batch = max(1, batch_size // TASKS_PER_BATCH_DIVISOR)
         self._interval = interval.total_seconds()
         self._min_pause = min_pause_seconds
+        self._busy = busy
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -72,6 +86,7 @@ class Retention:
         loop = asyncio.get_running_loop()
         report = SweepReport()
         started = loop.time()
+        await self._yield(stopping)
         while not stopping.is_set():
             batch_started = loop.time()
             schedules, runs = await self._queue.purge_ended_schedules(
@@ -98,6 +113,8 @@ class Retention:
                     "event": "retention_purge", "schedules": report.schedules, "runs": report.runs,
                     "batches": report.batches, "seconds": round(report.seconds, 3),
                     "longest_batch_ms": round(report.longest_batch_seconds * 1000, 1),
+                    "median_batch_ms": round(statistics.median(report.batch_seconds) * 1000, 1),
+                    "p99_batch_ms": round(_p99(report.batch_seconds) * 1000, 1),
                 },
             )
         return report
@@ -107,9 +124,22 @@ class Retention:
         report.batches += 1
         report.schedules += schedules
         report.runs += runs
-        report.longest_batch_seconds = max(report.longest_batch_seconds, seconds)
+        report.batch_seconds.append(seconds)
         metrics.record_purged(schedules, runs)
 
     async def _rest(self, stopping: asyncio.Event, batch_seconds: float) -> None:
-        """Dispatch first: rest at least as long as the batch took."""
-        await wait_any(stopping, timeout=max(self._min_pause, batch_seconds))
+        """Dispatch first: rest twice as long as the batch took, and more while the engine is busy."""
+        await wait_any(stopping, timeout=max(self._min_pause, batch_seconds * REST_PER_BATCH_SECOND))
+        await self._yield(stopping)
+
+    async def _yield(self, stopping: asyncio.Event) -> None:
+        """Wait while the engine is busy, for BUSY_YIELD_SECONDS at most."""
+        waited = 0.0
+        while self._busy() and waited < BUSY_YIELD_SECONDS and not stopping.is_set():
+            await wait_any(stopping, timeout=BUSY_POLL_SECONDS)
+            waited += BUSY_POLL_SECONDS
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]

@@ -233,8 +233,13 @@ SELECT schedules, runs FROM purge_ended_schedules(clock_timestamp() - $1::interv
 -- Retention: one batch of runs in a final state created and ended before the cutoff, oldest first. The
 -- cutoff is an InitPlan, computed once, so it bounds the scan of runs_finished_created_idx (sql/0007) instead
 -- of filtering every entry (clock_timestamp() is volatile: compared row by row it is no index condition).
--- SKIP LOCKED: two replicas purging at once split the rows instead of waiting on each other; no engine
--- statement locks a run in a final state.
+-- Rows are deleted by ctid (a Tid Scan each), not by id, which would search the primary key again. EXPLAIN
+-- ANALYZE on 3M runs, 1M of them old: Index Scan on runs_finished_created_idx, then Tid Scan; 2,000 rows in
+-- 13 ms; nothing to purge: 3 buffers, 0.03 ms.
+-- No FOR UPDATE: no engine statement writes or locks a run in a final state, so the delete can wait only on
+-- another replica's purge of the same rows (one short transaction, after which it finds them gone and its
+-- sweep ends), while a row lock per run would double the purge's WAL (EXPLAIN (ANALYZE, WAL), 2,000 rows:
+-- 4,041 records, 514 kB with FOR UPDATE SKIP LOCKED; 2,041 records, 406 kB without; 7-9 ms either way).
 WITH doomed AS (
     SELECT ctid FROM runs
     WHERE state IN ('sent', 'failed', 'missed', 'skipped', 'cancelled')
@@ -242,7 +247,6 @@ WITH doomed AS (
       AND coalesce(finished_at, due_at) < (SELECT clock_timestamp() - $1::interval)
     ORDER BY created_at
     LIMIT $2
-    FOR UPDATE SKIP LOCKED
 )
 DELETE FROM runs r USING doomed WHERE r.ctid = doomed.ctid;
 
