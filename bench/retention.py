@@ -77,11 +77,19 @@ async def arm(purge: bool, args: argparse.Namespace) -> dict[str, Any]:
         if time.time() >= due.timestamp() - 3:
             raise SystemExit("setting up took longer than --lead; raise it")
         delivered: list[Any] = []
-        while time.time() < due.timestamp() + 120:
-            await asyncio.sleep(0.5)
-            delivered = await bench.standin_deliveries()
-            if len({cid for cid, _, _ in delivered}) >= args.count:
-                break
+        vacuums: set[str] = set()  # what autovacuum was seen doing during the burst (the purge's dead rows)
+        watcher = await asyncpg.connect(bench.dsn)
+        try:
+            while time.time() < due.timestamp() + 120:
+                await asyncio.sleep(0.5)
+                if time.time() >= due.timestamp() - 2:  # from planning on
+                    rows = await watcher.fetch("SELECT relid::regclass::text AS tab, phase FROM pg_stat_progress_vacuum")
+                    vacuums.update(f"{row['tab']}: {row['phase']}" for row in rows)
+                delivered = await bench.standin_deliveries()
+                if len({cid for cid, _, _ in delivered}) >= args.count:
+                    break
+        finally:
+            await watcher.close()
         purge_report = None
         if purge:
             purge_report = await _purge_line(log, time.time() + 300)
@@ -98,6 +106,7 @@ async def arm(purge: bool, args: argparse.Namespace) -> dict[str, Any]:
         "last_delivery_after_due_s": round(arrivals[-1] - due.timestamp(), 3) if arrivals else None,
         "lateness_ms": {key: round(value, 1) for key, value in
                         percentiles([(arrival - due.timestamp()) * 1000 for arrival in arrivals]).items()},
+        "autovacuum_during_burst": sorted(vacuums),
         "purge": purge_report,
     }
 
