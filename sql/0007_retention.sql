@@ -3,19 +3,23 @@
 -- runs. It works in small batches, each its own short transaction, and never waits on a lock dispatch holds:
 -- tasks are taken with SKIP LOCKED, and only runs in a final state go, which no engine statement writes.
 
--- The instant a task left the valid set, from which its retention counts. A delete (and an app's delete)
--- writes updated_at. An expired task counts from its last fire, or from its expiry when that came later (the
--- sweep expires a task after its last fire and, from now on, writes updated_at; a task the engine stopped
--- because it could not be planned counts from the last fire it would have had). Its msg-ids stay readable
--- until then.
-CREATE FUNCTION schedule_ended_at(p_state text, p_updated_at timestamptz, p_final_fire_at timestamptz)
+-- The instant a task left the valid set, from which its retention counts; its msg-ids stay readable until
+-- then. A delete (and an app's delete) writes updated_at, and so do, from this migration on, the sweep that
+-- expires a task after its last fire and the engine when it stops a task it cannot plan (stopped_reason set).
+-- A task the sweep expired before that counts from its last fire, the later of the two: its updated_at is an
+-- older change. A stopped task counts from updated_at, never from its last fire, which may lie ahead or never
+-- come (a cron or interval task without end: 'infinity').
+CREATE FUNCTION schedule_ended_at(
+    p_state text, p_updated_at timestamptz, p_final_fire_at timestamptz, p_stopped_reason text
+)
 RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE p_state WHEN 'expired' THEN greatest(p_updated_at, p_final_fire_at) ELSE p_updated_at END
+    SELECT CASE WHEN p_state = 'expired' AND p_stopped_reason IS NULL THEN greatest(p_updated_at, p_final_fire_at)
+                ELSE p_updated_at END
 $$;
 
 -- The tasks the sweep purges, oldest ended first. Partial: an active task is never in it, so creates and the
 -- planner's updates (which never set a task deleted or expired) add nothing here.
-CREATE INDEX schedules_ended_idx ON schedules (schedule_ended_at(state, updated_at, final_fire_at))
+CREATE INDEX schedules_ended_idx ON schedules (schedule_ended_at(state, updated_at, final_fire_at, stopped_reason))
     WHERE state IN ('deleted', 'expired');
 
 -- The runs the sweep purges by age, oldest created first. Only runs in a final state are in it, so a run
@@ -47,10 +51,10 @@ BEGIN
     SELECT array_agg(ended.id) INTO v_ids FROM (
         SELECT s.id FROM schedules s
         WHERE s.state IN ('deleted', 'expired')
-          AND schedule_ended_at(s.state, s.updated_at, s.final_fire_at) < p_cutoff
+          AND schedule_ended_at(s.state, s.updated_at, s.final_fire_at, s.stopped_reason) < p_cutoff
           AND NOT EXISTS (SELECT 1 FROM runs r
                           WHERE r.schedule_id = s.id AND r.state IN ('planned', 'pending', 'sending'))
-        ORDER BY schedule_ended_at(s.state, s.updated_at, s.final_fire_at)
+        ORDER BY schedule_ended_at(s.state, s.updated_at, s.final_fire_at, s.stopped_reason)
         LIMIT p_tasks
         FOR UPDATE OF s SKIP LOCKED
     ) AS ended;

@@ -57,17 +57,17 @@ async def _app(stores: Stores) -> str:
 
 async def _task(
     connection: asyncpg.Connection, app_key: str, *, state: str = "active", updated_days: float = 300,
-    final_days: float = -30,
+    final_days: float = -30, stopped_reason: str | None = None,
 ) -> uuid.UUID:
-    """A task changed `updated_days` ago whose last fire is `final_days` ago (negative: ahead)."""
+    """A task changed `updated_days` ago whose last fire is `final_days` ago (negative: ahead; -inf: none)."""
     task_id = uuid.uuid4()
     await connection.execute(
         "INSERT INTO schedules (id, app_key, name, enabled, trigger, push, next_fire_at, final_fire_at, kind, "
-        "zone_type, time_zone, state, created_at, updated_at) "
+        "zone_type, time_zone, state, created_at, updated_at, stopped_reason) "
         "VALUES ($1, $2, 'retention', true, '{\"single\": {}}', '{\"to\": \"all\"}', NULL, "
-        "now() - $3 * interval '1 day', 'single', 1, 'UTC', $4, now() - interval '400 days', "
-        "now() - $5 * interval '1 day')",
-        task_id, app_key, final_days, state, updated_days,
+        "CASE WHEN $3 = '-infinity'::float8 THEN 'infinity' ELSE now() - $3 * interval '1 day' END, 'single', 1, "
+        "'UTC', $4, now() - interval '400 days', now() - $5 * interval '1 day', $6)",
+        task_id, app_key, final_days, state, updated_days, stopped_reason,
     )
     return task_id
 
@@ -145,6 +145,21 @@ async def test_purge_takes_tasks_deleted_or_expired_before_the_retention_with_th
     assert await _ids(connection, "schedules") == kept_tasks
     assert await _ids(connection, "runs") == kept_runs
     assert await _queue(stores).purge_ended_schedules(RETENTION, 100, 1000) == (0, 0)
+
+
+async def test_a_task_the_engine_stopped_counts_from_when_it_stopped(
+    stores: Stores, connection: asyncpg.Connection
+) -> None:
+    """Not from its last fire, which may be months ahead, or never come (a cron task without end)."""
+    app_key = await _app(stores)
+    stopped = {
+        await _task(connection, app_key, state="expired", updated_days=100, final_days=final, stopped_reason="no tz")
+        for final in (-200, float("-inf"))
+    }
+    recent = await _task(connection, app_key, state="expired", updated_days=10, final_days=-200, stopped_reason="x")
+    assert await _queue(stores).purge_ended_schedules(RETENTION, 100, 1000) == (2, 0)
+    assert await _ids(connection, "schedules") == {recent}
+    assert stopped.isdisjoint(await _ids(connection, "schedules"))
 
 
 async def test_each_purge_transaction_is_bounded(stores: Stores, connection: asyncpg.Connection) -> None:
