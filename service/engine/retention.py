@@ -1,7 +1,8 @@
 """The retention sweep: purges what RETENTION_DAYS no longer keeps, in short transactions dispatch never waits on.
 
 Every sweep interval it purges batch after batch, first the tasks deleted or expired longer than the retention
-ago, with their runs (sql/0007 purge_ended_schedules), then the runs in a final state (sent, failed, missed,
+ago, with their runs (sql/0007 purge_ended_schedules), then the apps deleted that long ago whose tasks are all
+gone (queries.sql purge_deleted_apps), then the runs in a final state (sent, failed, missed,
 skipped, cancelled) created and ended longer ago than that (queries.sql purge_old_runs). Each batch is one
 transaction of at most `batch_size` runs (2,000: 6-7 ms median, 20 ms p99; bench/README.md "Retention"); it
 takes tasks with SKIP LOCKED and only runs no engine statement writes, so neither the planner nor the senders
@@ -45,6 +46,7 @@ class SweepReport:
 
     schedules: int = 0
     runs: int = 0
+    apps: int = 0
     batches: int = 0
     seconds: float = 0.0
     batch_seconds: list[float] = dataclasses.field(default_factory=list)
@@ -97,6 +99,9 @@ class Retention:
             if not schedules and not runs:
                 break
             await self._rest(stopping, loop.time() - batch_started)
+        if not stopping.is_set():
+            # Once their tasks are gone: the rows of apps deleted longer ago than the retention (few; one statement).
+            report.apps = await self._queue.purge_deleted_apps(self._retention)
         while not stopping.is_set():
             batch_started = loop.time()
             runs = await self._queue.purge_old_runs(self._retention, self._batch_size)
@@ -105,13 +110,14 @@ class Retention:
                 break
             await self._rest(stopping, loop.time() - batch_started)
         report.seconds = loop.time() - started
-        if report.schedules or report.runs:
+        if report.schedules or report.runs or report.apps:
             log.info(
-                "retention purged %d tasks and %d runs older than %s, in %d transactions over %.1f s (longest %.1f ms)",
-                report.schedules, report.runs, self._retention, report.batches, report.seconds,
+                "retention purged %d tasks, %d runs and %d deleted apps older than %s, in %d transactions over %.1f s "
+                "(longest %.1f ms)",
+                report.schedules, report.runs, report.apps, self._retention, report.batches, report.seconds,
                 report.longest_batch_seconds * 1000,
                 extra={
-                    "event": "retention_purge", "schedules": report.schedules, "runs": report.runs,
+                    "event": "retention_purge", "schedules": report.schedules, "runs": report.runs, "apps": report.apps,
                     "batches": report.batches, "seconds": round(report.seconds, 3),
                     "longest_batch_ms": round(report.longest_batch_seconds * 1000, 1),
                     "median_batch_ms": round(statistics.median(report.batch_seconds) * 1000, 1),

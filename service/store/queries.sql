@@ -250,6 +250,14 @@ WITH doomed AS (
 )
 DELETE FROM runs r USING doomed WHERE r.ctid = doomed.ctid;
 
+-- name: purge_deleted_apps
+-- Retention: apps deleted (sql/0006 set_app_state) before the cutoff once the task purge has taken every one of
+-- their tasks. Deleted apps are few and an admin's doing: the EXISTS probes the unique index (app_key, cid).
+-- Their keys can never come back: a new app's key is 12 random bytes.
+DELETE FROM apps a
+WHERE a.state = 'deleted' AND a.state_changed_at < clock_timestamp() - $1::interval
+  AND NOT EXISTS (SELECT 1 FROM schedules s WHERE s.app_key = a.app_key);
+
 -- name: count_due_backlog
 -- /metrics: work due now and not done (fires to plan, retries due, expired leases). Each count rides its
 -- partial index and stops at $2 rows, so a scrape costs the same during a million-row backlog as when idle

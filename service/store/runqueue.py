@@ -255,6 +255,13 @@ class RunQueue:
             status = await connection.execute(SQL["purge_old_runs"], retention, limit)
         return int(status.split()[-1])
 
+    @translated
+    async def purge_deleted_apps(self, retention: dt.timedelta) -> int:
+        """Retention: the apps deleted longer than `retention` ago that have no task left. Returns how many."""
+        async with self._pool.acquire() as connection:
+            status = await connection.execute(SQL["purge_deleted_apps"], retention)
+        return int(status.split()[-1])
+
     async def listen(self, callback: Callable[[str], None], timeout: float) -> Listener:
         """A dedicated connection LISTENing for schedule changes; `callback(payload)` on each notification."""
         return Listener(await connect_listener(self._dsn, timeout, callback))

@@ -304,3 +304,22 @@ async def test_msg_ids_of_an_expired_task_answer_until_its_retention_passes(
     assert (await api.msg_ids(str(old))).status == 404
     assert len((await api.msg_ids(str(recent))).json["msgids"]) == 1
     api.check_against_spec()
+
+
+async def test_a_deleted_app_is_purged_once_its_retention_passed_and_its_tasks_are_gone(
+    stores: Stores, connection: asyncpg.Connection
+) -> None:
+    long_ago, recently, active = await _app(stores), await _app(stores), await _app(stores)
+    task = await _task(connection, long_ago)
+    for app_key in (long_ago, recently):
+        await admin.set_app_state(stores.schedules, app_key, "deleted", dt.datetime.now(dt.timezone.utc))
+    await connection.execute(
+        "UPDATE apps SET state_changed_at = now() - interval '100 days' WHERE app_key = $1", long_ago
+    )
+    await connection.execute("UPDATE schedules SET updated_at = now() - interval '100 days' WHERE id = $1", task)
+    # Its task is still there: the app stays until the task purge took it.
+    assert await _queue(stores).purge_deleted_apps(RETENTION) == 0
+    report = await Retention(_queue(stores), retention=RETENTION, batch_size=100, interval=dt.timedelta(minutes=1)).sweep()
+    assert (report.schedules, report.apps) == (1, 1)
+    remaining = {row["app_key"] for row in await connection.fetch("SELECT app_key FROM apps")}
+    assert remaining == {recently, active}
