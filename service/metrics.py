@@ -51,6 +51,11 @@ RUNS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+SCHEDULES_DISABLED_BY_FAILURES = Counter(
+    "push_schedules_disabled_by_failures",
+    "Tasks this process's engine disabled because they reached their max_failures consecutive failed runs.",
+    registry=REGISTRY,
+)
 DISPATCH_LATENESS = Histogram(
     "push_dispatch_lateness_seconds",
     "Send-finish instant minus the run's due instant, by outcome of that attempt.",
@@ -71,6 +76,10 @@ def record_run(outcome: str, lateness_seconds: float | None) -> None:
     _child(RUNS, outcome).inc()
     if lateness_seconds is not None:
         _child(DISPATCH_LATENESS, outcome).observe(lateness_seconds)
+
+
+def record_disabled_by_failures(count: int) -> None:
+    SCHEDULES_DISABLED_BY_FAILURES.inc(count)
 
 
 def record_request(method: str, route: str, status: int, seconds: float) -> None:
