@@ -60,12 +60,23 @@ async def timed(session: aiohttp.ClientSession, method: str, url: str, count: in
     return {"mean_ms": round(statistics.fmean(samples), 2), "p99_ms": round(samples[int(len(samples) * 0.99) - 1], 2)}
 
 
-async def explain(dsn: str, app_key: str, schedule_id: Any) -> dict[str, Any]:
+SORTS = ("created", "name", "next_run", "last_run")
+
+
+async def explain(dsn: str, app_key: str, schedule_id: Any, big_app: str) -> dict[str, Any]:
     now = dt.datetime.now(UTC)
+    unfiltered = [now, "", "\U0010ffff", None, None, None]
+    sorted_pages = {
+        f"list_schedules_by_{key}{suffix} ({where})": (SQL[f"list_schedules_by_{key}{suffix}"], [app, *unfiltered, 50, offset])
+        for key in SORTS
+        for suffix in ("", "_desc")
+        # page 1 of the probe app, and the last page (20) of an app holding 1,000 tasks at 1M stored
+        for where, app, offset in (("page 1", app_key, 0), ("big app, page 20", big_app, 950))
+    }
     plans = {
         "get_app": (SQL["get_app"], [app_key]),
-        "count_valid_schedules": (SQL["count_valid_schedules"], [app_key, now]),
-        "list_valid_schedules": (SQL["list_valid_schedules"], [app_key, now, 50, 0]),
+        "count_listed_schedules": (SQL["count_listed_schedules"], [app_key, *unfiltered]),
+        **sorted_pages,
         "get_valid_schedule": (SQL["get_valid_schedule"], [schedule_id, app_key, now]),
         # A PL/pgSQL function: EXPLAIN shows its time, not the plans of its statements.
         "plan_single_fires (engine plan)": (
@@ -104,6 +115,7 @@ async def explain(dsn: str, app_key: str, schedule_id: Any) -> dict[str, Any]:
 
 
 async def measure(bench: Bench, auth: str, schedule_id: str, service_pid: int) -> dict[str, Any]:
+    """Latency of create, detail, the default list and each sort of the list (page 1, and `-` for descending)."""
     when = (dt.datetime.now(UTC) + dt.timedelta(days=200)).strftime("%Y-%m-%d %H:%M:%S")
     body = {"name": "probe", "enabled": True, "trigger": {"single": {"time": when}}, "push": {"to": "all", "body": {"platform": "all", "notification": {"alert": "x"}}}}
     async with aiohttp.ClientSession(headers={"Authorization": auth}) as session:
@@ -112,6 +124,11 @@ async def measure(bench: Bench, auth: str, schedule_id: str, service_pid: int) -
             "create": await timed(session, "POST", base, 200, json=body),
             "detail": await timed(session, "GET", f"{base}/{schedule_id}", 500),
             "list": await timed(session, "GET", base + "?page=1", 200),
+            **{
+                f"list sort={direction}{key}": await timed(session, "GET", f"{base}?page=1&sort={direction}{key}", 100)
+                for key in SORTS
+                for direction in ("", "-")
+            },
             "service_rss_mib": round(psutil.Process(service_pid).memory_info().rss / 2**20, 1),
         }
 
@@ -130,12 +147,12 @@ async def run(stored: int) -> dict[str, Any]:
                 async with session.post(bench.service_url + "/v4/schedules", json={"name": f"p{n}", "enabled": True, "trigger": {"single": {"time": when}}, "push": {"to": "all", "body": {"platform": "all", "notification": {"alert": "x"}}}}) as response:
                     schedule_id = (await response.json())["schedule_id"]
         small = await measure(bench, auth, schedule_id, service_pid)
-        small["explain"] = await explain(bench.dsn, probe.app.app_key, uuid.UUID(schedule_id))
+        small["explain"] = await explain(bench.dsn, probe.app.app_key, uuid.UUID(schedule_id), others[0])
         started = time.time()
         await fill(bench.dsn, others, stored - 1000)
         fill_s = time.time() - started
         large = await measure(bench, auth, schedule_id, service_pid)
-        large["explain"] = await explain(bench.dsn, probe.app.app_key, uuid.UUID(schedule_id))
+        large["explain"] = await explain(bench.dsn, probe.app.app_key, uuid.UUID(schedule_id), others[0])
     return {"benchmark": "scale", "machine": machine(), "fill_seconds": round(fill_s, 1), "stored_1k": small, f"stored_{stored}": large}
 
 

@@ -51,6 +51,11 @@ RUNS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+SCHEDULES_DISABLED_BY_FAILURES = Counter(
+    "push_schedules_disabled_by_failures",
+    "Tasks this process's engine disabled because they reached their max_failures consecutive failed runs.",
+    registry=REGISTRY,
+)
 DISPATCH_LATENESS = Histogram(
     "push_dispatch_lateness_seconds",
     "Send-finish instant minus the run's due instant, by outcome of that attempt.",
@@ -85,6 +90,10 @@ def record_purged(schedules: int, runs: int) -> None:
         _child(RETENTION_PURGED, "schedules").inc(schedules)
     if runs:
         _child(RETENTION_PURGED, "runs").inc(runs)
+
+
+def record_disabled_by_failures(count: int) -> None:
+    SCHEDULES_DISABLED_BY_FAILURES.inc(count)
 
 
 def record_request(method: str, route: str, status: int, seconds: float) -> None:

@@ -66,6 +66,72 @@ def _page(text: str) -> int:
     return int(significant)
 
 
+_SORT_KEYS: tuple[types.SortKey, ...] = ("created", "name", "next_run", "last_run")
+_BOOLEANS = {"true": True, "false": False}
+
+
+def _name_successor(prefix: str) -> str | None:
+    """The least string above every string that starts with `prefix`, byte-wise (UTF-8 orders as code points):
+    the prefix with its last character raised by one. None: no such string (all characters are the highest)."""
+    while prefix:
+        last = ord(prefix[-1]) + 1
+        if 0xD800 <= last <= 0xDFFF:  # surrogates are not characters: the next one is past them
+            last = 0xE000
+        if last <= 0x10FFFF:
+            return prefix[:-1] + chr(last)
+        prefix = prefix[:-1]
+    return None
+
+
+def _list_query(query: Any) -> types.ListQuery:
+    """The list's extension parameters: sort=name|next_run|last_run|created (`-` for descending), name= (exact),
+    name_prefix=, enabled=true|false, kind=single|periodical|cron|interval. A bad value is 28100 naming it."""
+    values: dict[str, Any] = {}
+    for parameter in ("sort", "name", "name_prefix", "enabled", "kind"):
+        given = query.getall(parameter, [])
+        if len(given) > 1:
+            raise errors.InvalidParameter(f"{parameter}: must be given at most once, got {len(given)} values")
+        if given:
+            models.check_storable({parameter: given[0]})
+            values[parameter] = given[0]
+    fields: dict[str, Any] = {}
+    if "sort" in values:
+        sort = values["sort"]
+        key = sort.removeprefix("-")
+        if key not in _SORT_KEYS:
+            raise errors.InvalidParameter(
+                f'sort: must be one of {", ".join(_SORT_KEYS)}, with "-" before it for descending, got "{sort}"'
+            )
+        fields["sort"], fields["descending"] = key, sort.startswith("-")
+    name_from, name_below = "", types.NAME_ABOVE_ALL
+    if "name" in values:
+        name = values["name"]
+        if not name or len(name.encode("utf-8")) > models.MAX_NAME_BYTES:
+            raise errors.InvalidParameter(f"name: must be 1..{models.MAX_NAME_BYTES} UTF-8 bytes, got \"{name}\"")
+        # name = X is the range [X, X + U+0001): a name holds no control character.
+        fields["name"], name_from, name_below = name, name, name + "\x01"
+    if "name_prefix" in values:
+        prefix = values["name_prefix"]
+        if not prefix or len(prefix.encode("utf-8")) > models.MAX_NAME_BYTES:
+            raise errors.InvalidParameter(
+                f"name_prefix: must be 1..{models.MAX_NAME_BYTES} UTF-8 bytes, got \"{prefix}\""
+            )
+        name_from = max(name_from, prefix)
+        name_below = min(name_below, _name_successor(prefix) or name_below)
+    fields["name_from"], fields["name_below"] = name_from, name_below
+    if "enabled" in values:
+        if values["enabled"] not in _BOOLEANS:
+            raise errors.InvalidParameter(f'enabled: must be true or false, got "{values["enabled"]}"')
+        fields["enabled"] = _BOOLEANS[values["enabled"]]
+    if "kind" in values:
+        if values["kind"] not in types.TRIGGER_KINDS:
+            raise errors.InvalidParameter(
+                f'kind: must be one of {", ".join(types.TRIGGER_KINDS)}, got "{values["kind"]}"'
+            )
+        fields["kind"] = values["kind"]
+    return types.ListQuery(**fields)
+
+
 def _schedule_id(request: web.Request) -> types.ScheduleId:
     """A malformed id names no task: 404, exactly like an unknown one."""
     try:
@@ -95,9 +161,10 @@ async def create_schedule(request: web.Request) -> web.Response:
 async def list_schedules(request: web.Request) -> web.Response:
     app = keys.current_app(request)
     page = _page(request.query.get("page", "1"))
+    query = _list_query(request.query)
     # A page far past any real one is simply empty; the clamp keeps OFFSET inside PostgreSQL's bigint.
     offset = min((page - 1) * PAGE_SIZE, MAX_OFFSET)
-    total, found = await request.app[keys.SCHEDULES].list_schedules(app.app_key, _now(), PAGE_SIZE, offset)
+    total, found = await request.app[keys.SCHEDULES].list_schedules(app.app_key, _now(), PAGE_SIZE, offset, query)
     return _ok(
         {
             "total_count": total,
@@ -188,3 +255,24 @@ async def schedule_upcoming(request: web.Request) -> web.Response:
         schedule.trigger, schedule.time_zone, now, request.app[keys.WAVE_OFFSETS], count if schedule.enabled else 0
     )
     return _ok({"schedule_id": str(schedule_id), **answer})
+
+
+@routes.get("/v4/schedules/{schedule_id}/runs")
+async def schedule_runs(request: web.Request) -> web.Response:
+    """Extension: the task's runs, newest first, 50 a page; expired tasks answer, deleted ones do not."""
+    app = keys.current_app(request)
+    schedule_id = _schedule_id(request)
+    page = _page(request.query.get("page", "1"))
+    offset = min((page - 1) * PAGE_SIZE, MAX_OFFSET)
+    found = await request.app[keys.SCHEDULES].schedule_runs(app.app_key, schedule_id, PAGE_SIZE, offset)
+    if found is None:
+        raise errors.ScheduleNotFound()
+    total, runs = found
+    return _ok(
+        {
+            "total_count": total,
+            "total_pages": math.ceil(total / PAGE_SIZE),
+            "page": page,
+            "runs": [run.to_wire() for run in runs],
+        }
+    )

@@ -23,6 +23,9 @@ MAX_NAME_BYTES = 255
 MAX_FREQUENCY = 100
 TIME_UNITS = ("day", "week", "month")
 MAX_CID_BYTES = 255
+# Extensions (issue 12): a task's description, in characters, and its max_failures (0: never disable).
+MAX_DESCRIPTION_CHARS = 1000
+MAX_MAX_FAILURES = 1000
 MAX_PAYLOAD_BYTES = 4000
 MAX_TIME_TO_LIVE = 1_296_000
 PLATFORMS = ("android", "ios", "hmos", "web")
@@ -59,6 +62,22 @@ def _check_cid(value: str) -> str:
     if not 1 <= size <= MAX_CID_BYTES:
         raise _invalid(f"must be 1..{MAX_CID_BYTES} UTF-8 bytes, got {size}")
     return value
+
+
+def _check_description(value: str) -> str:
+    if len(value) > MAX_DESCRIPTION_CHARS:
+        raise _invalid(f"must be at most {MAX_DESCRIPTION_CHARS} characters, got {len(value)}")
+    return value
+
+
+def _check_max_failures(value: int) -> int:
+    if not 0 <= value <= MAX_MAX_FAILURES:
+        raise _invalid(f"must be an integer from 0 (never) to {MAX_MAX_FAILURES}, got {value}")
+    return value
+
+
+Description = Annotated[str, AfterValidator(_check_description)]
+MaxFailures = Annotated[int, AfterValidator(_check_max_failures)]
 
 
 def _check_wall_time(value: str) -> str:
@@ -359,6 +378,8 @@ class ScheduleCreate(_Strict):
     trigger: Trigger
     push: Push
     cid: Annotated[str, AfterValidator(_check_cid)] | None = None
+    description: Description | None = None
+    max_failures: MaxFailures | None = None
 
     @field_validator("enabled")
     @classmethod
@@ -369,18 +390,20 @@ class ScheduleCreate(_Strict):
 
 
 class ScheduleUpdate(_Strict):
-    """A PUT body: any non-empty subset of the four fields, each whole and valid."""
+    """A PUT body: any non-empty subset of the fields, each whole and valid."""
 
     name: Name | None = None
     enabled: bool | None = None
     trigger: Trigger | None = None
     push: Push | None = None
+    description: Description | None = None
+    max_failures: MaxFailures | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _non_empty(cls, data: Any) -> Any:
         if isinstance(data, dict) and not data:
-            raise _invalid("must hold at least one of name, enabled, trigger, push")
+            raise _invalid("must hold at least one of name, enabled, trigger, push, description, max_failures")
         return data
 
 

@@ -102,6 +102,8 @@ def values_for_create(
         kind=dispatch.trigger_kind(trigger),
         zone_type=dispatch.zone_type(trigger),
         time_zone=app_time_zone,
+        description=body.description if body.description is not None else "",
+        max_failures=body.max_failures if body.max_failures is not None else 0,
     )
 
 
@@ -151,6 +153,11 @@ def values_for_update(
         kind=dispatch.trigger_kind(trigger),
         zone_type=dispatch.zone_type(trigger),
         time_zone=time_zone,
+        # Extensions: a PUT without them keeps them; one that sets `enabled` clears the engine's reason for
+        # disabling the task, and `enabled: true` also resets its count of consecutive failures (sql/0008).
+        description=body.description if body.description is not None else current.description,
+        max_failures=body.max_failures if body.max_failures is not None else current.max_failures,
+        enabled_set=body.enabled is not None,
     )
 
 

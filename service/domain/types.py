@@ -14,6 +14,20 @@ ZoneType = Literal[1, 2]
 ScheduleState = Literal["active", "expired", "deleted"]
 AppState = Literal["active", "disabled", "deleted"]
 RunState = Literal["planned", "pending", "sending", "sent", "failed", "skipped", "missed", "cancelled"]
+# The orders a list offers (`sort=`, with `-` for descending) and the trigger kinds it filters by (`kind=`).
+SortKey = Literal["created", "name", "next_run", "last_run"]
+TRIGGER_KINDS = ("single", "periodical", "cron", "interval")
+# Above every name byte-wise (a name holds letters, digits, "_" and spaces): the open end of a name range.
+NAME_ABOVE_ALL = "\U0010ffff"
+
+
+def wire_instant(instant: dt.datetime | None) -> str | None:
+    """An instant as the extensions show it: RFC 3339 in UTC, `2027-06-01T09:00:00Z`, with milliseconds when
+    it has a fraction of a second."""
+    if instant is None:
+        return None
+    utc = instant.astimezone(dt.timezone.utc)
+    return utc.isoformat(timespec="milliseconds" if utc.microsecond else "seconds").replace("+00:00", "Z")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -78,6 +92,13 @@ class Schedule:
     created_at: dt.datetime
     final_fire_at: dt.datetime
     time_zone: str  # the zone its zone_type 1 wall-clock times were read in (the app's, when last planned)
+    # Extensions (issue 12): shown after the v4 keys, which keep their names, types and meaning.
+    description: str = ""
+    max_failures: int = 0
+    consecutive_failures: int = 0
+    disabled_reason: str | None = None  # why the engine disabled it (max_failures reached)
+    next_run_at: dt.datetime | None = None  # sql/0008 schedule_next_run_at
+    last_run: LastRun | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -86,7 +107,76 @@ class Schedule:
             "enabled": self.enabled,
             "trigger": self.trigger,
             "push": self.push,
+            "description": self.description,
+            "max_failures": self.max_failures,
+            "consecutive_failures": self.consecutive_failures,
+            "disabled_reason": self.disabled_reason,
+            "next_run_at": wire_instant(self.next_run_at),
+            "last_run": None if self.last_run is None else self.last_run.to_wire(),
         }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LastRun:
+    """A task's latest run whose send finished, by due instant."""
+
+    due_at: dt.datetime
+    outcome: Literal["sent", "failed"]
+    msg_id: str | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"due_at": wire_instant(self.due_at), "outcome": self.outcome, "msg_id": self.msg_id}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ListQuery:
+    """What a list asks for: one order and the filters (None: not filtered). Names are filtered as a byte-wise
+    range [name_from, name_below), which name= and name_prefix= both become."""
+
+    sort: SortKey = "created"
+    descending: bool = False
+    name: str | None = None
+    name_from: str = ""
+    name_below: str = NAME_ABOVE_ALL
+    enabled: bool | None = None
+    kind: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Run:
+    """One run of a task, as its history shows it."""
+
+    run_id: uuid.UUID
+    due_at: dt.datetime
+    wave: str | None  # the wave's UTC offset (`+08:00`) for zone_type 2, None for zone_type 1
+    state: RunState
+    attempts: int
+    dispatched_at: dt.datetime | None
+    msg_id: str | None
+    error: str | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "run_id": str(self.run_id),
+            "due_at": wire_instant(self.due_at),
+            "wave": self.wave,
+            "state": self.state,
+            "attempts": self.attempts,
+            "dispatched_at": wire_instant(self.dispatched_at),
+            "msg_id": self.msg_id,
+            "error": self.error,
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DisabledByFailures:
+    """A task the engine disabled because it reached its max_failures."""
+
+    schedule_id: ScheduleId
+    app_key: AppKey
+    consecutive_failures: int
+    max_failures: int
+    error: str | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -101,6 +191,9 @@ class ScheduleValues:
     kind: str  # the trigger's kind and zone type, stored as columns for the engine's SQL
     zone_type: int
     time_zone: str  # the zone `plan` was computed in, kept with the task
+    description: str = ""
+    max_failures: int = 0
+    enabled_set: bool = False  # the request set `enabled`: clears the engine's disabled_reason (true: and the count)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -1,5 +1,8 @@
 """The recorder: writes send outcomes back to their runs in batches, and never drops a batch it took.
 
+Recording a batch also keeps each task's last run and count of consecutive failures, and disables a task that
+reached its max_failures (sql/0008 record_run_results): each such task is logged here, once, and counted.
+
 A batch that cannot be written stays in memory and is tried again with backoff, whatever the failure. Should
 one result itself be unwritable (a bug: every text from outside is made storable before it gets here), the
 batch is written one result at a time, after UNEXPECTED_TRIES failures, so the rest lands, and that one is
@@ -13,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from service import metrics
 from service.domain import errors, types
 from service.engine.ports import RunQueue
 from service.engine.waker import wait_any
@@ -94,4 +98,26 @@ class Recorder:
 
     async def _record(self, batch: list[types.RunResult], deadline: float | None) -> None:
         timeout = None if deadline is None else max(0.05, deadline - asyncio.get_running_loop().time())
-        await asyncio.wait_for(self._queue.record_results(batch), timeout)
+        disabled = await asyncio.wait_for(self._queue.record_results(batch), timeout)
+        if disabled:
+            log_disabled_by_failures(disabled)
+
+
+def log_disabled_by_failures(disabled: list[types.DisabledByFailures]) -> None:
+    """One line per task the engine disabled for reaching its max_failures, and the metric."""
+    metrics.record_disabled_by_failures(len(disabled))
+    for task in disabled:
+        log.warning(
+            "schedule %s disabled after %d consecutive failed runs (max_failures %d)",
+            task.schedule_id,
+            task.consecutive_failures,
+            task.max_failures,
+            extra={
+                "event": "schedule_disabled_by_failures",
+                "schedule_id": str(task.schedule_id),
+                "app_key": task.app_key,
+                "consecutive_failures": task.consecutive_failures,
+                "max_failures": task.max_failures,
+                "error": task.error,
+            },
+        )

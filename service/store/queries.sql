@@ -37,29 +37,111 @@ SELECT update_app($1, $2, $3, $4, $5, $6);
 SELECT count(*) FROM apps;
 
 -- name: create_schedule
--- Lock the app, check cid and cap, insert, notify: one round trip (sql/0003_create_in_one_round_trip.sql).
+-- Lock the app, check cid and cap, insert, notify: one round trip (sql/0003_create_in_one_round_trip.sql;
+-- its current form is sql/0008's).
 SELECT outcome, id, name, valid, cap
-FROM create_schedule($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16);
+FROM create_schedule($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18);
 
--- name: count_valid_schedules
-SELECT count(*) FROM schedules WHERE app_key = $1 AND schedule_is_valid(state, final_fire_at, $2);
+-- name: count_listed_schedules
+-- The total of a list: the app's valid tasks that pass the filters (sql/0008 schedule_is_listed), counted in the
+-- same snapshot as the page. $3/$4 bound the name (byte-wise), $5 name=, $6 enabled=, $7 kind=.
+SELECT count(*) FROM schedules
+WHERE app_key = $1 AND schedule_is_listed(state, final_fire_at, name, enabled, kind, $2, $3, $4, $5, $6, $7);
 
--- name: list_valid_schedules
--- One page of an app's valid tasks, oldest created first.
-SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone
+-- One page of a list, in each order the API offers, ties broken by id in the same direction. Each reads its
+-- own index (sql/0008) from the app's first entry, so page 1 costs the same at any table size; page N walks
+-- the N x 50 entries before it (OFFSET: the v4 contract numbers pages). Parameters as count_listed_schedules,
+-- then $8 the page size and $9 the offset.
+-- name: list_schedules_by_created
+-- Oldest created first (the v4 order).
+SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone, description, max_failures,
+       consecutive_failures, disabled_reason, schedule_next_run_at(enabled, next_fire_at, parked_fire_at) AS next_run_at,
+       last_run_due_at, last_run_state, last_run_msg_id
 FROM schedules
-WHERE app_key = $1 AND schedule_is_valid(state, final_fire_at, $2)
+WHERE app_key = $1 AND schedule_is_listed(state, final_fire_at, name, enabled, kind, $2, $3, $4, $5, $6, $7)
 ORDER BY created_at, id
-LIMIT $3 OFFSET $4;
+LIMIT $8 OFFSET $9;
+
+-- name: list_schedules_by_created_desc
+-- Newest created first.
+SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone, description, max_failures,
+       consecutive_failures, disabled_reason, schedule_next_run_at(enabled, next_fire_at, parked_fire_at) AS next_run_at,
+       last_run_due_at, last_run_state, last_run_msg_id
+FROM schedules
+WHERE app_key = $1 AND schedule_is_listed(state, final_fire_at, name, enabled, kind, $2, $3, $4, $5, $6, $7)
+ORDER BY created_at DESC, id DESC
+LIMIT $8 OFFSET $9;
+
+-- name: list_schedules_by_name
+-- By name, byte-wise.
+SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone, description, max_failures,
+       consecutive_failures, disabled_reason, schedule_next_run_at(enabled, next_fire_at, parked_fire_at) AS next_run_at,
+       last_run_due_at, last_run_state, last_run_msg_id
+FROM schedules
+WHERE app_key = $1 AND schedule_is_listed(state, final_fire_at, name, enabled, kind, $2, $3, $4, $5, $6, $7)
+ORDER BY name COLLATE "C", id
+LIMIT $8 OFFSET $9;
+
+-- name: list_schedules_by_name_desc
+-- By name, byte-wise, descending.
+SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone, description, max_failures,
+       consecutive_failures, disabled_reason, schedule_next_run_at(enabled, next_fire_at, parked_fire_at) AS next_run_at,
+       last_run_due_at, last_run_state, last_run_msg_id
+FROM schedules
+WHERE app_key = $1 AND schedule_is_listed(state, final_fire_at, name, enabled, kind, $2, $3, $4, $5, $6, $7)
+ORDER BY name COLLATE "C" DESC, id DESC
+LIMIT $8 OFFSET $9;
+
+-- name: list_schedules_by_next_run
+-- Soonest next run first, no next run last.
+SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone, description, max_failures,
+       consecutive_failures, disabled_reason, schedule_next_run_at(enabled, next_fire_at, parked_fire_at) AS next_run_at,
+       last_run_due_at, last_run_state, last_run_msg_id
+FROM schedules
+WHERE app_key = $1 AND schedule_is_listed(state, final_fire_at, name, enabled, kind, $2, $3, $4, $5, $6, $7)
+ORDER BY schedule_next_run_at(enabled, next_fire_at, parked_fire_at), id
+LIMIT $8 OFFSET $9;
+
+-- name: list_schedules_by_next_run_desc
+-- No next run first, then the latest.
+SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone, description, max_failures,
+       consecutive_failures, disabled_reason, schedule_next_run_at(enabled, next_fire_at, parked_fire_at) AS next_run_at,
+       last_run_due_at, last_run_state, last_run_msg_id
+FROM schedules
+WHERE app_key = $1 AND schedule_is_listed(state, final_fire_at, name, enabled, kind, $2, $3, $4, $5, $6, $7)
+ORDER BY schedule_next_run_at(enabled, next_fire_at, parked_fire_at) DESC, id DESC
+LIMIT $8 OFFSET $9;
+
+-- name: list_schedules_by_last_run
+-- Never run first, then the oldest last run.
+SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone, description, max_failures,
+       consecutive_failures, disabled_reason, schedule_next_run_at(enabled, next_fire_at, parked_fire_at) AS next_run_at,
+       last_run_due_at, last_run_state, last_run_msg_id
+FROM schedules
+WHERE app_key = $1 AND schedule_is_listed(state, final_fire_at, name, enabled, kind, $2, $3, $4, $5, $6, $7)
+ORDER BY last_run_due_at NULLS FIRST, id
+LIMIT $8 OFFSET $9;
+
+-- name: list_schedules_by_last_run_desc
+-- Most recent last run first, never run last.
+SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone, description, max_failures,
+       consecutive_failures, disabled_reason, schedule_next_run_at(enabled, next_fire_at, parked_fire_at) AS next_run_at,
+       last_run_due_at, last_run_state, last_run_msg_id
+FROM schedules
+WHERE app_key = $1 AND schedule_is_listed(state, final_fire_at, name, enabled, kind, $2, $3, $4, $5, $6, $7)
+ORDER BY last_run_due_at DESC NULLS LAST, id DESC
+LIMIT $8 OFFSET $9;
 
 -- name: get_valid_schedule
-SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone
+SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone, description, max_failures,
+       consecutive_failures, disabled_reason, schedule_next_run_at(enabled, next_fire_at, parked_fire_at) AS next_run_at,
+       last_run_due_at, last_run_state, last_run_msg_id
 FROM schedules
 WHERE id = $1 AND app_key = $2 AND schedule_is_valid(state, final_fire_at, $3);
 
 -- name: update_schedule
--- Write what the domain computed from the locked row, in one round trip (sql/0006 update_schedule).
-SELECT * FROM update_schedule($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14);
+-- Write what the domain computed from the locked row, in one round trip (sql/0008 update_schedule).
+SELECT * FROM update_schedule($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17);
 
 -- name: delete_schedule
 -- Soft delete and drop or cancel the runs still to go, in one round trip (sql/0005 delete_schedule).
@@ -67,7 +149,9 @@ SELECT delete_schedule($1, $2, $3);
 
 -- name: lock_schedule
 -- The task an update is about, whatever its validity (an expired one answers 28100, not 404).
-SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone,
+SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone, description, max_failures,
+       consecutive_failures, disabled_reason, schedule_next_run_at(enabled, next_fire_at, parked_fire_at) AS next_run_at,
+       last_run_due_at, last_run_state, last_run_msg_id,
        schedule_is_valid(state, final_fire_at, $3) AS valid
 FROM schedules
 WHERE id = $1 AND app_key = $2 AND state <> 'deleted'
@@ -76,6 +160,24 @@ FOR UPDATE;
 -- name: schedule_exists
 -- msg-ids answers for valid and expired tasks alike, not for deleted or other apps' ones.
 SELECT 1 FROM schedules WHERE id = $1 AND app_key = $2 AND state <> 'deleted';
+
+-- name: schedule_history_zone_type
+-- The runs history answers for valid and expired tasks alike, as msg-ids does; its zone type says whether a
+-- run's offset is a wave.
+SELECT zone_type FROM schedules WHERE id = $1 AND app_key = $2 AND state <> 'deleted';
+
+-- name: count_schedule_runs
+-- Every run of one task: the unique key's index (schedule_id first).
+SELECT count(*) FROM runs WHERE schedule_id = $1;
+
+-- name: schedule_runs_page
+-- One page of a task's runs, newest due first, then by wave (east first), on the unique key's index read
+-- backwards.
+SELECT id, due_at, utc_offset_minutes, state, attempts, dispatched_at, msg_id, error
+FROM runs
+WHERE schedule_id = $1
+ORDER BY due_at DESC, utc_offset_minutes DESC
+LIMIT $2 OFFSET $3;
 
 -- name: sent_msg_ids
 SELECT msg_id FROM runs WHERE schedule_id = $1 AND state = 'sent' ORDER BY sent_at, due_at, utc_offset_minutes;
@@ -165,24 +267,15 @@ WHERE r.state = 'sending' AND r.claim_token = $1;
 SELECT * FROM claim_due_runs($1, $2::interval, $3::interval, $4, $5);
 
 -- name: record_run_results
--- Outcomes of a batch of sends, each fenced on the attempt that produced it: a holder whose lease ran out and
--- whose run was claimed again (attempts moved on) or settled meanwhile changes nothing.
+-- Outcomes of a batch of sends, each fenced on the attempt that produced it (a holder whose lease ran out and
+-- whose run was claimed again or settled meanwhile changes nothing), and their tasks' last run, count of
+-- consecutive failures and max_failures, in one round trip (sql/0008 record_run_results). Returns the tasks
+-- that reached their max_failures and were disabled.
 -- A retry's instant is its delay counted on the database's clock from this write, which comes after the answer:
 -- counted from the process's estimate of that clock, an estimate off by a few tens of ms under load sent
 -- retries after a 429 that much before the Retry-After had passed (tests/faults, push-faults).
-UPDATE runs r
-SET state = result.state,
-    msg_id = result.msg_id,
-    error = result.error,
-    next_attempt_at = clock_timestamp() + (result.next_attempt_at - result.finished_at),
-    lease_until = NULL,
-    sent_at = CASE WHEN result.state = 'sent' THEN result.finished_at END,
-    finished_at = CASE WHEN result.state IN ('sent', 'failed', 'cancelled') THEN result.finished_at END,
-    payload = result.payload
-FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-            $7::timestamptz[], $8::jsonb[])
-     AS result (id, attempts, state, msg_id, error, next_attempt_at, finished_at, payload)
-WHERE r.id = result.id AND r.state = 'sending' AND r.attempts = result.attempts;
+SELECT * FROM record_run_results($1::uuid[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+                                 $7::timestamptz[], $8::jsonb[]);
 
 -- name: release_runs
 -- Shutdown: hand unfinished sends back at once instead of waiting for their lease to run out; never before

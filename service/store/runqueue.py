@@ -186,12 +186,14 @@ class RunQueue:
         return runs, settled
 
     @translated
-    async def record_results(self, results: Sequence[types.RunResult]) -> None:
-        """Write a batch of send outcomes in one statement, each fenced on its attempt."""
+    async def record_results(self, results: Sequence[types.RunResult]) -> list[types.DisabledByFailures]:
+        """Write a batch of send outcomes in one round trip, each fenced on its attempt, with their tasks' last
+        run and count of consecutive failures (sql/0008 record_run_results); returns the tasks that reached
+        their max_failures and were disabled."""
         if not results:
-            return
+            return []
         async with self._pool.acquire() as connection:
-            await connection.execute(
+            rows = await connection.fetch(
                 SQL["record_run_results"],
                 [result.run_id for result in results],
                 [result.attempts for result in results],
@@ -202,6 +204,13 @@ class RunQueue:
                 [result.finished_at for result in results],
                 [result.payload for result in results],
             )
+        return [
+            types.DisabledByFailures(
+                types.ScheduleId(row["schedule_id"]), types.AppKey(row["app_key"]), row["consecutive_failures"],
+                row["max_failures"], row["error"],
+            )
+            for row in rows
+        ]
 
     @translated
     async def release_runs(self, held: Sequence[tuple[uuid.UUID, int]], timeout: float | None = None) -> None:

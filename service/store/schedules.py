@@ -44,6 +44,35 @@ def _schedule(row: asyncpg.Record) -> types.Schedule:
         created_at=row["created_at"],
         final_fire_at=_instant(row["final_fire_at"]),
         time_zone=row["time_zone"],
+        description=row["description"],
+        max_failures=row["max_failures"],
+        consecutive_failures=row["consecutive_failures"],
+        disabled_reason=row["disabled_reason"],
+        next_run_at=row["next_run_at"],
+        last_run=None if row["last_run_due_at"] is None else types.LastRun(
+            row["last_run_due_at"], row["last_run_state"], row["last_run_msg_id"]
+        ),
+    )
+
+
+# The page query of each order (queries.sql), so no statement is built from the request.
+_LIST_QUERIES: dict[tuple[types.SortKey, bool], str] = {
+    (key, descending): SQL[f"list_schedules_by_{key}" + ("_desc" if descending else "")]
+    for key in ("created", "name", "next_run", "last_run")
+    for descending in (False, True)
+}
+
+
+def _run(row: asyncpg.Record, zone_type: int) -> types.Run:
+    return types.Run(
+        run_id=row["id"],
+        due_at=row["due_at"],
+        wave=timing.format_offset(row["utc_offset_minutes"]) if zone_type == 2 else None,
+        state=row["state"],
+        attempts=row["attempts"],
+        dispatched_at=row["dispatched_at"],
+        msg_id=row["msg_id"],
+        error=row["error"],
     )
 
 
@@ -181,6 +210,8 @@ class ScheduleStore:
                 values.kind,
                 values.zone_type,
                 values.time_zone,
+                values.description,
+                values.max_failures,
             )
         if row["outcome"] == "full":
             raise errors.InvalidParameter(
@@ -192,14 +223,17 @@ class ScheduleStore:
 
     @translated
     async def list_schedules(
-        self, app_key: str, now: dt.datetime, limit: int, offset: int
+        self, app_key: str, now: dt.datetime, limit: int, offset: int, query: types.ListQuery | None = None
     ) -> tuple[int, list[types.Schedule]]:
-        """One page of the app's valid tasks and their total, read in one snapshot."""
+        """One page of the app's valid tasks that pass the filters, in the order asked (oldest created first
+        by default), and their total, read in one snapshot."""
+        query = query or types.ListQuery()
+        filters = (app_key, now, query.name_from, query.name_below, query.name, query.enabled, query.kind)
         async with self._pool.acquire() as connection, connection.transaction(
             isolation="repeatable_read", readonly=True
         ):
-            total = await connection.fetchval(SQL["count_valid_schedules"], app_key, now)
-            rows = await connection.fetch(SQL["list_valid_schedules"], app_key, now, limit, offset)
+            total = await connection.fetchval(SQL["count_listed_schedules"], *filters)
+            rows = await connection.fetch(_LIST_QUERIES[query.sort, query.descending], *filters, limit, offset)
         return total, [_schedule(row) for row in rows]
 
     @translated
@@ -251,6 +285,9 @@ class ScheduleStore:
                 now,
                 self._wake_horizon,
                 values.time_zone,
+                values.description,
+                values.max_failures,
+                values.enabled_set,
             )
         if not values.enabled:
             await self._wait_for_sends(SQL["count_sends_in_flight"], schedule_id, in_flight_wait)
@@ -292,3 +329,19 @@ class ScheduleStore:
             if await connection.fetchval(SQL["schedule_exists"], schedule_id, app_key) is None:
                 return None
             return [row["msg_id"] for row in await connection.fetch(SQL["sent_msg_ids"], schedule_id)]
+
+    @translated
+    async def schedule_runs(
+        self, app_key: str, schedule_id: types.ScheduleId, limit: int, offset: int
+    ) -> tuple[int, list[types.Run]] | None:
+        """One page of a task's runs, newest due first, and their total, read in one snapshot; None when the
+        task is unknown, another app's or deleted (an expired task answers, as msg-ids does)."""
+        async with self._pool.acquire() as connection, connection.transaction(
+            isolation="repeatable_read", readonly=True
+        ):
+            zone_type = await connection.fetchval(SQL["schedule_history_zone_type"], schedule_id, app_key)
+            if zone_type is None:
+                return None
+            total = await connection.fetchval(SQL["count_schedule_runs"], schedule_id)
+            rows = await connection.fetch(SQL["schedule_runs_page"], schedule_id, limit, offset)
+        return total, [_run(row, zone_type) for row in rows]

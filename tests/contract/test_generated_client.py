@@ -79,24 +79,33 @@ def test_generated_client_does_the_whole_life_of_a_schedule(
     get_msg_ids = module("api.schedules.get_schedule_msg_ids")
     update_schedule = module("api.schedules.update_schedule")
     delete_schedule = module("api.schedules.delete_schedule")
+    get_runs = module("api.schedules.get_schedule_runs")
     readyz = module("api.operations.readyz")
 
     with client_for(generated, running_service, *app_credentials) as client:
         assert readyz.sync(client=client).status.value == "ready"
 
-        body = schedule_body(time=future_time(3600))
+        body = schedule_body(time=future_time(3600), description="made by the generated client", max_failures=3)
         created = create_schedule.sync(client=client, body=models.ScheduleCreate.from_dict(body))
         assert isinstance(created, models.CreateResult) and created.name == body["name"]
         schedule_id = str(created.schedule_id)
 
         fetched = get_schedule.sync(schedule_id=schedule_id, client=client)
         assert isinstance(fetched, models.Schedule)
-        assert fetched.to_dict() == {"schedule_id": schedule_id, **body}  # unknown push fields survive too
+        answered = fetched.to_dict()
+        extensions = {key: answered.pop(key) for key in ("consecutive_failures", "disabled_reason", "next_run_at", "last_run")}
+        assert answered == {"schedule_id": schedule_id, **body}  # unknown push fields survive too
+        assert (extensions["consecutive_failures"], extensions["disabled_reason"], extensions["last_run"]) == (0, None, None)
+        # Parsed as a date-time by the client, written back in Python's form.
+        assert extensions["next_run_at"] == body["trigger"]["single"]["time"].replace(" ", "T") + "+00:00"
 
-        page = list_schedules.sync(client=client, page=1)
+        page = list_schedules.sync(client=client, page=1, sort=models.ListSchedulesSort("next_run"), enabled=True)
         assert isinstance(page, models.ScheduleList)
         assert (page.total_count, page.total_pages, page.page) == (1, 1, 1)
         assert str(page.schedules[0].schedule_id) == schedule_id
+
+        runs = get_runs.sync(schedule_id=schedule_id, client=client, page=1)
+        assert isinstance(runs, models.RunList) and (runs.total_count, runs.runs) == (0, [])
 
         msg_ids = get_msg_ids.sync(schedule_id=schedule_id, client=client)
         assert isinstance(msg_ids, models.MsgIds) and (msg_ids.count, msg_ids.msgids, msg_ids.msg_ids) == (0, [], [])

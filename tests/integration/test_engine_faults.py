@@ -60,9 +60,9 @@ class FaultyQueue(RunQueue):
             self.raised[name] = self.raised.get(name, 0) + 1
             raise RuntimeError(f"injected fault in {name}")
 
-    async def record_results(self, results: Any) -> None:
+    async def record_results(self, results: Any) -> list[types.DisabledByFailures]:
         self._maybe_fail("record_results")
-        await super().record_results(results)
+        return await super().record_results(results)
 
     async def claim_planned(self, run_ids: Any, lease: dt.timedelta, token: uuid.UUID) -> dict[uuid.UUID, int]:
         self._maybe_fail("claim_planned")

@@ -12,6 +12,9 @@ import pytest
 from tests.integration.conftest import Api, Service, fetch, future_time, schedule_body, sent_msg_ids
 from tests.waiting import eventually
 
+# The keys the extensions of issue 12 add to every schedule answered (after EngageLab's five).
+EXTENSION_KEYS = {"description", "max_failures", "consecutive_failures", "disabled_reason", "next_run_at", "last_run"}
+
 
 async def test_create_then_get_echoes_the_object(api: Api) -> None:
     body = schedule_body(zone_type=None)
@@ -24,12 +27,19 @@ async def test_create_then_get_echoes_the_object(api: Api) -> None:
     fetched = await api.get(schedule_id)
     assert fetched.status == 200
     expected_trigger = {"single": {"time": body["trigger"]["single"]["time"], "zone_type": 1}}
+    # The v4 keys, exactly; then the extensions' keys (issue 12) with their defaults.
     assert fetched.json == {
         "schedule_id": schedule_id,
         "name": body["name"],
         "enabled": True,
         "trigger": expected_trigger,
         "push": body["push"],
+        "description": "",
+        "max_failures": 0,
+        "consecutive_failures": 0,
+        "disabled_reason": None,
+        "next_run_at": body["trigger"]["single"]["time"].replace(" ", "T") + "Z",  # the app's zone is UTC
+        "last_run": None,
     }
 
 
@@ -172,7 +182,7 @@ async def test_list_pages_oldest_first(api: Api) -> None:
     first = await api.list()
     assert (first.json["total_count"], first.json["total_pages"], first.json["page"]) == (53, 2, 1)
     assert [item["schedule_id"] for item in first.json["schedules"]] == created[:50]
-    assert set(first.json["schedules"][0]) == {"schedule_id", "name", "enabled", "trigger", "push"}
+    assert set(first.json["schedules"][0]) == {"schedule_id", "name", "enabled", "trigger", "push"} | EXTENSION_KEYS
     second = await api.list("2")
     assert [item["schedule_id"] for item in second.json["schedules"]] == created[50:]
     beyond = await api.list("7")
@@ -221,7 +231,7 @@ async def test_update_one_field_keeps_the_others(api: Api) -> None:
     schedule_id = (await api.create(body)).json["schedule_id"]
     reply = await api.update(schedule_id, {"name": "renamed_任务"})
     assert reply.status == 200
-    assert reply.json == {
+    assert {key: value for key, value in reply.json.items() if key not in EXTENSION_KEYS} == {
         "schedule_id": schedule_id,
         "name": "renamed_任务",
         "enabled": True,
@@ -248,7 +258,7 @@ async def test_update_whole_push_trigger_and_disable(api: Api) -> None:
 @pytest.mark.parametrize(
     "update,message",
     [
-        ({}, "must hold at least one of name, enabled, trigger, push"),
+        ({}, "must hold at least one of name, enabled, trigger, push, description, max_failures"),
         ({"push": {"alert": "web scheduled task"}}, "push.to: is required"),
         ({"trigger": {"single": {"time": "2014-02-15 13:16:59", "zone_type": 1}}}, "trigger.single.time: must be in the future"),
         ({"trigger": {"single": {"time": "2027-01-01 10:00:00", "zone_type": 2}}}, "trigger.single.zone_type: cannot change from 1 to 2"),
