@@ -52,3 +52,28 @@ async def test_nothing_due_reads_nothing_however_many_tasks_are_stored(database_
         assert await _rows_read_by(connection, SQL["count_due_backlog"], 10_000) <= 3
     finally:
         await connection.close()
+
+
+async def test_page_one_of_every_sort_reads_one_page_however_many_tasks_the_app_has(database_url: str) -> None:
+    """The sorted lists (issue 12): each order reads its own index from the app's first entry, so page 1 reads
+    about a page of rows whether the app holds a hundred tasks or tens of thousands."""
+    stores = await Stores.open(database_url, api_pool_size=1)
+    try:
+        app_key = (await admin.register_app(stores.schedules, "plans", "UTC", STORED)).app.app_key
+    finally:
+        await stores.close()
+    await bulk_schedules(database_url, app_key, dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1), STORED)
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute("ANALYZE schedules")
+        now = dt.datetime.now(dt.timezone.utc)
+        unfiltered = (app_key, now, "", "\U0010ffff", None, None, None)
+        for key in ("created", "name", "next_run", "last_run"):
+            for suffix in ("", "_desc"):
+                query = SQL[f"list_schedules_by_{key}{suffix}"]
+                async with connection.transaction():
+                    [row] = await connection.fetch("EXPLAIN (ANALYZE, FORMAT JSON) " + query, *unfiltered, 50, 0)
+                read = _rows_read(json.loads(row[0])[0]["Plan"])
+                assert read <= 60, f"sort {key}{suffix}: page 1 read {read} rows of {STORED}"
+    finally:
+        await connection.close()
