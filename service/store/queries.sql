@@ -48,95 +48,68 @@ FROM create_schedule($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14
 SELECT count(*) FROM schedules
 WHERE app_key = $1 AND schedule_is_listed(state, final_fire_at, name, enabled, kind, $2, $3, $4, $5, $6, $7);
 
--- One page of a list, in each order the API offers, ties broken by id in the same direction. Each reads its
--- own index (sql/0008) from the app's first entry, so page 1 costs the same at any table size; page N walks
--- the N x 50 entries before it (OFFSET: the v4 contract numbers pages). Parameters as count_listed_schedules,
--- then $8 the page size and $9 the offset.
+-- One page of a list, in each order the API offers, ties broken by id in the same direction; the columns are
+-- sql/0009's view, what the API reads of a task. Each reads its own index (sql/0008) from the app's first
+-- entry, so page 1 costs the same at any table size; page N walks the N x 50 entries before it (OFFSET: the
+-- v4 contract numbers pages). Parameters as count_listed_schedules, then $8 the page size and $9 the offset.
 -- name: list_schedules_by_created
 -- Oldest created first (the v4 order).
-SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone, description, max_failures,
-       consecutive_failures, disabled_reason, schedule_next_run_at(enabled, next_fire_at, parked_fire_at) AS next_run_at,
-       last_run_due_at, last_run_state, last_run_msg_id
-FROM schedules
+SELECT * FROM schedules_as_shown
 WHERE app_key = $1 AND schedule_is_listed(state, final_fire_at, name, enabled, kind, $2, $3, $4, $5, $6, $7)
 ORDER BY created_at, id
 LIMIT $8 OFFSET $9;
 
 -- name: list_schedules_by_created_desc
 -- Newest created first.
-SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone, description, max_failures,
-       consecutive_failures, disabled_reason, schedule_next_run_at(enabled, next_fire_at, parked_fire_at) AS next_run_at,
-       last_run_due_at, last_run_state, last_run_msg_id
-FROM schedules
+SELECT * FROM schedules_as_shown
 WHERE app_key = $1 AND schedule_is_listed(state, final_fire_at, name, enabled, kind, $2, $3, $4, $5, $6, $7)
 ORDER BY created_at DESC, id DESC
 LIMIT $8 OFFSET $9;
 
 -- name: list_schedules_by_name
 -- By name, byte-wise.
-SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone, description, max_failures,
-       consecutive_failures, disabled_reason, schedule_next_run_at(enabled, next_fire_at, parked_fire_at) AS next_run_at,
-       last_run_due_at, last_run_state, last_run_msg_id
-FROM schedules
+SELECT * FROM schedules_as_shown
 WHERE app_key = $1 AND schedule_is_listed(state, final_fire_at, name, enabled, kind, $2, $3, $4, $5, $6, $7)
 ORDER BY name COLLATE "C", id
 LIMIT $8 OFFSET $9;
 
 -- name: list_schedules_by_name_desc
 -- By name, byte-wise, descending.
-SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone, description, max_failures,
-       consecutive_failures, disabled_reason, schedule_next_run_at(enabled, next_fire_at, parked_fire_at) AS next_run_at,
-       last_run_due_at, last_run_state, last_run_msg_id
-FROM schedules
+SELECT * FROM schedules_as_shown
 WHERE app_key = $1 AND schedule_is_listed(state, final_fire_at, name, enabled, kind, $2, $3, $4, $5, $6, $7)
 ORDER BY name COLLATE "C" DESC, id DESC
 LIMIT $8 OFFSET $9;
 
 -- name: list_schedules_by_next_run
 -- Soonest next run first, no next run last.
-SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone, description, max_failures,
-       consecutive_failures, disabled_reason, schedule_next_run_at(enabled, next_fire_at, parked_fire_at) AS next_run_at,
-       last_run_due_at, last_run_state, last_run_msg_id
-FROM schedules
+SELECT * FROM schedules_as_shown
 WHERE app_key = $1 AND schedule_is_listed(state, final_fire_at, name, enabled, kind, $2, $3, $4, $5, $6, $7)
-ORDER BY schedule_next_run_at(enabled, next_fire_at, parked_fire_at), id
+ORDER BY next_run_at, id
 LIMIT $8 OFFSET $9;
 
 -- name: list_schedules_by_next_run_desc
 -- No next run first, then the latest.
-SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone, description, max_failures,
-       consecutive_failures, disabled_reason, schedule_next_run_at(enabled, next_fire_at, parked_fire_at) AS next_run_at,
-       last_run_due_at, last_run_state, last_run_msg_id
-FROM schedules
+SELECT * FROM schedules_as_shown
 WHERE app_key = $1 AND schedule_is_listed(state, final_fire_at, name, enabled, kind, $2, $3, $4, $5, $6, $7)
-ORDER BY schedule_next_run_at(enabled, next_fire_at, parked_fire_at) DESC, id DESC
+ORDER BY next_run_at DESC, id DESC
 LIMIT $8 OFFSET $9;
 
 -- name: list_schedules_by_last_run
 -- Never run first, then the oldest last run.
-SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone, description, max_failures,
-       consecutive_failures, disabled_reason, schedule_next_run_at(enabled, next_fire_at, parked_fire_at) AS next_run_at,
-       last_run_due_at, last_run_state, last_run_msg_id
-FROM schedules
+SELECT * FROM schedules_as_shown
 WHERE app_key = $1 AND schedule_is_listed(state, final_fire_at, name, enabled, kind, $2, $3, $4, $5, $6, $7)
 ORDER BY last_run_due_at NULLS FIRST, id
 LIMIT $8 OFFSET $9;
 
 -- name: list_schedules_by_last_run_desc
 -- Most recent last run first, never run last.
-SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone, description, max_failures,
-       consecutive_failures, disabled_reason, schedule_next_run_at(enabled, next_fire_at, parked_fire_at) AS next_run_at,
-       last_run_due_at, last_run_state, last_run_msg_id
-FROM schedules
+SELECT * FROM schedules_as_shown
 WHERE app_key = $1 AND schedule_is_listed(state, final_fire_at, name, enabled, kind, $2, $3, $4, $5, $6, $7)
 ORDER BY last_run_due_at DESC NULLS LAST, id DESC
 LIMIT $8 OFFSET $9;
 
 -- name: get_valid_schedule
-SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone, description, max_failures,
-       consecutive_failures, disabled_reason, schedule_next_run_at(enabled, next_fire_at, parked_fire_at) AS next_run_at,
-       last_run_due_at, last_run_state, last_run_msg_id
-FROM schedules
+SELECT * FROM schedules_as_shown
 WHERE id = $1 AND app_key = $2 AND schedule_is_valid(state, final_fire_at, $3);
 
 -- name: update_schedule
@@ -149,11 +122,8 @@ SELECT delete_schedule($1, $2, $3);
 
 -- name: lock_schedule
 -- The task an update is about, whatever its validity (an expired one answers 28100, not 404).
-SELECT id, app_key, name, enabled, trigger, push, created_at, final_fire_at, time_zone, description, max_failures,
-       consecutive_failures, disabled_reason, schedule_next_run_at(enabled, next_fire_at, parked_fire_at) AS next_run_at,
-       last_run_due_at, last_run_state, last_run_msg_id,
-       schedule_is_valid(state, final_fire_at, $3) AS valid
-FROM schedules
+SELECT *, schedule_is_valid(state, final_fire_at, $3) AS valid
+FROM schedules_as_shown
 WHERE id = $1 AND app_key = $2 AND state <> 'deleted'
 FOR UPDATE;
 
