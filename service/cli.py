@@ -19,6 +19,7 @@ from typing import TypeVar
 from aiohttp import web
 
 from service import admin, logs
+from service.api.server import ServiceRunner
 from service.app import create_app, drain, open_database
 from service.domain import types
 from service.settings import Settings
@@ -170,7 +171,7 @@ async def serve(settings: Settings) -> None:
     """
     app = create_app(settings)
     # observe_middleware logs every request with its route template and app key: no aiohttp access log.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds)
+    runner = ServiceRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

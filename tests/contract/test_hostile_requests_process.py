@@ -16,7 +16,15 @@ import pytest
 from tests.contract.conftest import RunningService
 from tests.integration.conftest import Credentials
 from tests.integration.test_cli_and_serve import cli_env, run_cli
-from tests.integration.test_hostile_requests import S, valid_create, wrong_answers
+from tests.integration.test_hostile_requests import (
+    MALFORMED_HTTP,
+    S,
+    render,
+    send_raw,
+    snapshot,
+    valid_create,
+    wrong_answers,
+)
 from tests.waiting import eventually
 
 
@@ -78,3 +86,25 @@ async def test_a_client_leaving_mid_body_is_logged_499_not_500(
     [line] = await eventually(lambda: request_lines(running_service)[seen:], "the request's log line")
     assert (line["method"], line["route"], line["status"]) == ("POST", S, 499)
     assert not any('"unhandled error' in text for text in running_service.log_lines())
+
+
+async def test_what_the_http_parser_refuses_gets_the_envelope_from_the_real_process(
+    running_service: RunningService, app_credentials: Credentials, database: asyncpg.Connection
+) -> None:
+    """`serve` runs its connections with service.api.server: bytes that are not valid HTTP get the envelope
+    (28100, the parser's status kept), not aiohttp's plain text; nothing changes."""
+    schedule_id = await create_one(running_service, app_credentials)
+    before = await snapshot(database)
+    wrong = []
+    for case in MALFORMED_HTTP:
+        reply = await send_raw(running_service.base_url, render(case, app_credentials.header, schedule_id))
+        try:
+            code = json.loads(reply.body)["error"]["code"]
+        except (ValueError, KeyError, TypeError):
+            code = None
+        if (reply.status, code, reply.headers.get("content-type", "").split(";")[0]) != (
+            case.status, 28100, "application/json"
+        ):
+            wrong.append(f"{case.name}: {reply.status} {reply.headers.get('content-type')} {reply.body[:120]!r}")
+    assert not wrong, "\n".join(wrong)
+    assert await snapshot(database) == before

@@ -6,8 +6,9 @@ library refuses to send (non-ASCII header bytes, broken encodings, lying Content
 from a database holding one app and one valid schedule (`{id}` in a path), and checks that the request left
 every row of it as it was.
 
-MALFORMED_HTTP holds the requests aiohttp's HTTP parser refuses before any application code sees them: they
-get aiohttp's own plain-text 400, which the service cannot put in the envelope; the point there is the 4xx.
+MALFORMED_HTTP holds the requests aiohttp's HTTP parser refuses before any application code sees them. Here,
+under aiohttp's test server, the point is the 4xx; the real process (`serve`, service/api/server.py) answers
+them in the envelope, which tests/contract/test_hostile_requests_process.py checks.
 """
 
 from __future__ import annotations
@@ -201,7 +202,7 @@ CORPUS: list[Hostile] = [
             "trigger.periodical.end: " + CALENDAR.format("9999-12-31 23:59:59"), body=json_bytes(valid_create(trigger=periodical()))),
 ]
 
-# Refused by aiohttp's HTTP parser with its own plain-text 400, before the application runs.
+# Refused by aiohttp's HTTP parser, before the application runs (the envelope only under `serve`: see above).
 MALFORMED_HTTP: list[Hostile] = [
     Hostile("parser: control byte in a header", "GET", S, 400, None, headers=(("Authorization", b"Basic \x01\x02"),)),
     Hostile("parser: DEL in a header", "GET", S, 400, None, headers=(("X-Odd", b"a\x7fb"),)),
