@@ -1,19 +1,20 @@
 """The waker: when the engine's loops look at the database again.
 
 A LISTEN connection hears every create or update that makes a fire earlier than the planner's wake-up. It is
-checked with a heartbeat query, so a half-open socket (a database that vanished without closing it) is found
-within a heartbeat and the connection is made again; changes missed meanwhile are caught by waking at once.
+kept by service.store.listening: checked with a heartbeat query, so a half-open socket (a database that vanished
+without closing it) is found within a heartbeat and the connection is made again; changes missed meanwhile are
+caught by waking at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 
 from service.engine.clock import Clock
-from service.engine.ports import RunQueue
+from service.engine.ports import Listener, RunQueue
+from service.store.listening import keep_listening
 
 log = logging.getLogger(__name__)
 
@@ -60,32 +61,31 @@ class Waker:
             self._wake_at = None
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Keep a LISTEN connection open, heartbeat it, and make it again whenever it fails."""
-        while not stopping.is_set():
-            connection = None
-            try:
-                connection = await self._queue.listen(self.notified, self._connect_timeout)
-                self.connections_made += 1
-                self.listening = True
-                self.wake.set()  # changes may have been missed while we were not listening
-                while not stopping.is_set():
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(stopping.wait(), timeout=self._heartbeat)
-                    if stopping.is_set():
-                        break
-                    sent = self._clock.local()
-                    now = await connection.heartbeat(self._heartbeat)
-                    self._clock.observe(sent, now, self._clock.local())
-            except Exception as exc:  # noqa: BLE001 - any failure: the connection is gone, make a new one
-                if not stopping.is_set():
-                    log.warning("engine LISTEN connection failed, reconnecting: %r", exc)
-            finally:
-                self.listening = False
-                if connection is not None:
-                    with contextlib.suppress(Exception):
-                        await connection.close()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=1.0)
+        """Keep a LISTEN connection open, heartbeat it, and make it again whenever it fails (a second later)."""
+        await keep_listening(
+            lambda: self._queue.listen(self.notified, self._connect_timeout),
+            self._beat,
+            lambda connection: connection.close(),
+            stopping,
+            heartbeat_seconds=self._heartbeat,
+            on_connected=self._connected,
+            on_lost=lambda exc, _pause: log.warning("engine LISTEN connection failed, reconnecting: %r", exc),
+            on_closed=self._closed,
+        )
+
+    def _connected(self) -> None:
+        self.connections_made += 1
+        self.listening = True
+        self.wake.set()  # changes may have been missed while we were not listening
+
+    def _closed(self) -> None:
+        self.listening = False
+
+    async def _beat(self, connection: Listener) -> None:
+        """The heartbeat also measures the database's clock: it reads it as it answers."""
+        sent = self._clock.local()
+        now = await connection.heartbeat(self._heartbeat)
+        self._clock.observe(sent, now, self._clock.local())
 
 
 async def wait_any(*events: asyncio.Event, timeout: float | None = None) -> None:
