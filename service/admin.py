@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import pathlib
+from typing import NoReturn
 
 from service.domain import credentials, timing, types
 from service.store import schedules
@@ -105,6 +106,12 @@ async def _record(store: schedules.ScheduleStore, app_key: str) -> types.AppReco
     return record
 
 
+async def _refuse_update(store: schedules.ScheduleStore, app_key: str) -> NoReturn:
+    """Why sql/0006 update_app changed nothing: no such app (UnknownApp), or a deleted one."""
+    await _record(store, app_key)
+    raise ValueError(f"app {app_key!r} is deleted")
+
+
 async def set_app_state(
     store: schedules.ScheduleStore,
     app_key: str,
@@ -124,8 +131,7 @@ async def rotate_secret(store: schedules.ScheduleStore, app_key: str) -> dict[st
     """A new master secret, returned once; the old one stops opening the API on every process at once."""
     master_secret = credentials.new_master_secret()
     if not await store.update_app(app_key, secret_sha256=credentials.digest(master_secret)):
-        await _record(store, app_key)  # UnknownApp when there is none
-        raise ValueError(f"app {app_key!r} is deleted")
+        await _refuse_update(store, app_key)
     return {"app_key": app_key, "master_secret": master_secret}
 
 
@@ -151,6 +157,5 @@ async def update_app(
     if not await store.update_app(
         app_key, time_zone=time_zone, max_schedules=max_schedules, push_key=push_key, push_secret_encrypted=encrypted
     ):
-        await _record(store, app_key)  # UnknownApp when there is none
-        raise ValueError(f"app {app_key!r} is deleted")
+        await _refuse_update(store, app_key)
     return (await _record(store, app_key)).to_json()
