@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from service import admin
-from service.api import handlers, keys, middleware, ops
+from service.api import handlers, keys, middleware, ops, triggers
 from service.domain import credentials, dispatch
 from service.engine import backends, dispatcher
 from service.settings import Settings
@@ -156,6 +156,9 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.PROBE_TIMEOUT] = min(settings.db_timeout_seconds, 2.0)
     # DELETE and disable wait at most this long for a send already in flight, then return.
     app[keys.IN_FLIGHT_WAIT] = settings.send_timeout_seconds
+    app[keys.TRIGGERING] = keys.Triggering(
+        settings.run_poll_seconds, settings.hook_rate_per_minute, settings.public_base_url
+    )
 
     async def database_context(app: web.Application) -> AsyncIterator[None]:
         dsn, server = await open_database(settings)
@@ -215,5 +218,6 @@ def create_app(settings: Settings) -> web.Application:
     app.on_startup.append(mark_ready)
     app.on_shutdown.append(mark_draining)
     app.add_routes(handlers.routes)
+    app.add_routes(triggers.routes)
     app.add_routes(ops.routes)
     return app

@@ -74,6 +74,18 @@ class Settings(BaseSettings):
     retention_batch_size: int = Field(
         default=2000, ge=1, le=10_000, description="most runs one retention transaction purges"
     )
+    # Run now, webhooks and the polling pattern (issue 13).
+    run_poll_seconds: int = Field(
+        default=2, ge=1, le=3600, description="Retry-After of a run's 202 answers: how long a poller waits"
+    )
+    hook_rate_per_minute: int = Field(
+        default=60, ge=0, description="webhook calls per task per sliding minute, across replicas; 0: no limit"
+    )
+    public_base_url: str | None = Field(
+        default=None,
+        description="the service's public URL (https://push.example.com): Location headers and webhook URLs "
+        "are absolute under it; unset: relative. Never taken from a request's Host header",
+    )
     shutdown_timeout_seconds: float = Field(default=10, ge=0, description="SIGTERM: time to finish requests and sends")
 
     @field_validator("wave_offsets")
@@ -82,6 +94,15 @@ class Settings(BaseSettings):
         for part in filter(None, (piece.strip() for piece in value.split(","))):
             timing.parse_offset(part)
         return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")) or "?" in value or "#" in value:
+            raise ValueError(f"must be an http(s) URL without query or fragment, got {value!r}")
+        return value.rstrip("/")
 
     @property
     def wave_offset_minutes(self) -> tuple[int, ...]:

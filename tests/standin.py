@@ -153,7 +153,10 @@ class StandIn:
         self.attempts[cid] += 1
         script = body.get("custom_args", {}).get("standin", {}) if isinstance(body.get("custom_args"), dict) else {}
         status, msg_id, extra_headers, outcome = 200, None, {}, "ok"
-        if self.attempts[cid] <= script.get("fail_times", 0):
+        if isinstance(script.get("answer"), str) and script["answer"].isdigit():
+            # Every attempt answered with this status: a string, so a push's parameters can script it per push.
+            status, outcome = int(script["answer"]), "scripted"
+        elif self.attempts[cid] <= script.get("fail_times", 0):
             if "stall" in script:
                 await asyncio.sleep(script["stall"])
             status = script.get("status", 500)

@@ -21,7 +21,7 @@ MAX_PAGE = 2**63 - 1
 routes = web.RouteTableDef()
 
 
-def _now() -> dt.datetime:
+def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
@@ -29,16 +29,21 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-async def _json_body(request: web.Request) -> Any:
-    """The body as JSON whatever the Content-Type: the seed's own PUT example sends form-urlencoded JSON."""
+async def read_body(request: web.Request) -> bytes:
+    """The body's bytes, at most client_max_size (413 past it), decoded as its Content-Encoding says."""
     if (request.content_length or 0) > request.client_max_size:
         # Refused before reading: a body announced past the limit need not arrive (or be waited for) first.
         raise web.HTTPRequestEntityTooLarge(max_size=request.client_max_size, actual_size=request.content_length)
     try:
-        raw = await request.read()  # aiohttp answers 413 past client_max_size
+        return await request.read()  # aiohttp answers 413 past client_max_size
     except web.RequestPayloadError as exc:  # a Content-Encoding that does not decode, chunks that do not parse
         reason = getattr(exc.__cause__, "message", None) or "malformed"
         raise errors.InvalidParameter(f"body: cannot be read as sent ({reason})") from None
+
+
+def parse_json(raw: bytes, *, check: bool = True) -> Any:
+    """The body as JSON whatever the Content-Type: the seed's own PUT example sends form-urlencoded JSON.
+    `check`: refuse what cannot be stored (models.check_storable); the caller checks the parts it keeps."""
     try:
         data = json.loads(raw, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
@@ -50,9 +55,14 @@ async def _json_body(request: web.Request) -> Any:
     except ValueError as exc:  # NaN, Infinity: PostgreSQL's jsonb has no such numbers
         detail = str(exc)
     else:
-        models.check_storable(data)
+        if check:
+            models.check_storable(data)
         return data
     raise errors.InvalidParameter(f"body: request data is not JSON ({detail})")
+
+
+async def _json_body(request: web.Request) -> Any:
+    return parse_json(await read_body(request))
 
 
 def _page(text: str) -> int:
@@ -132,7 +142,7 @@ def _list_query(query: Any) -> types.ListQuery:
     return types.ListQuery(**fields)
 
 
-def _schedule_id(request: web.Request) -> types.ScheduleId:
+def schedule_id_of(request: web.Request) -> types.ScheduleId:
     """A malformed id names no task: 404, exactly like an unknown one."""
     try:
         return types.ScheduleId(uuid.UUID(request.match_info["schedule_id"]))
@@ -140,7 +150,7 @@ def _schedule_id(request: web.Request) -> types.ScheduleId:
         raise errors.ScheduleNotFound() from None
 
 
-def _ok(payload: Any) -> web.Response:
+def ok(payload: Any) -> web.Response:
     return web.json_response(payload, dumps=lambda value: json.dumps(value, ensure_ascii=False))
 
 
@@ -149,12 +159,12 @@ async def create_schedule(request: web.Request) -> web.Response:
     app = keys.current_app(request)
     raw = await _json_body(request)
     body: models.ScheduleCreate = models.parse(models.ScheduleCreate, raw)
-    now = _now()
+    now = now_utc()
     values = schedules.values_for_create(
         body, raw["push"], app.time_zone, now, request.app[keys.WAVE_OFFSETS]
     )
     schedule_id, name = await request.app[keys.SCHEDULES].create_schedule(app.app_key, values, body.cid, now)
-    return _ok({"schedule_id": str(schedule_id), "name": name})
+    return ok({"schedule_id": str(schedule_id), "name": name})
 
 
 @routes.get("/v4/schedules")
@@ -164,8 +174,8 @@ async def list_schedules(request: web.Request) -> web.Response:
     query = _list_query(request.query)
     # A page far past any real one is simply empty; the clamp keeps OFFSET inside PostgreSQL's bigint.
     offset = min((page - 1) * PAGE_SIZE, MAX_OFFSET)
-    total, found = await request.app[keys.SCHEDULES].list_schedules(app.app_key, _now(), PAGE_SIZE, offset, query)
-    return _ok(
+    total, found = await request.app[keys.SCHEDULES].list_schedules(app.app_key, now_utc(), PAGE_SIZE, offset, query)
+    return ok(
         {
             "total_count": total,
             "total_pages": math.ceil(total / PAGE_SIZE),
@@ -182,7 +192,7 @@ async def preview_trigger(request: web.Request) -> web.Response:
     count = schedules.parse_count(request.query.get("count"))
     raw = await _json_body(request)
     body: models.TriggerPreview = models.parse(models.TriggerPreview, raw)
-    return _ok(schedules.preview(body, app.time_zone, _now(), request.app[keys.WAVE_OFFSETS], count))
+    return ok(schedules.preview(body, app.time_zone, now_utc(), request.app[keys.WAVE_OFFSETS], count))
 
 
 @routes.route("*", "/v4/schedules/preview")
@@ -195,19 +205,19 @@ async def preview_other_methods(request: web.Request) -> web.Response:
 @routes.get("/v4/schedules/{schedule_id}")
 async def get_schedule(request: web.Request) -> web.Response:
     app = keys.current_app(request)
-    schedule = await request.app[keys.SCHEDULES].get_schedule(app.app_key, _schedule_id(request), _now())
+    schedule = await request.app[keys.SCHEDULES].get_schedule(app.app_key, schedule_id_of(request), now_utc())
     if schedule is None:
         raise errors.ScheduleNotFound()
-    return _ok(schedule.to_wire())
+    return ok(schedule.to_wire())
 
 
 @routes.put("/v4/schedules/{schedule_id}")
 async def update_schedule(request: web.Request) -> web.Response:
     app = keys.current_app(request)
-    schedule_id = _schedule_id(request)
+    schedule_id = schedule_id_of(request)
     raw = await _json_body(request)
     body: models.ScheduleUpdate = models.parse(models.ScheduleUpdate, raw)
-    now = _now()
+    now = now_utc()
     zone, offsets = app.time_zone, request.app[keys.WAVE_OFFSETS]
     updated = await request.app[keys.SCHEDULES].update_schedule(
         app.app_key,
@@ -216,14 +226,14 @@ async def update_schedule(request: web.Request) -> web.Response:
         lambda current: schedules.values_for_update(current, body, raw, zone, now, offsets),
         in_flight_wait=request.app[keys.IN_FLIGHT_WAIT],
     )
-    return _ok(updated.to_wire())
+    return ok(updated.to_wire())
 
 
 @routes.delete("/v4/schedules/{schedule_id}")
 async def delete_schedule(request: web.Request) -> web.Response:
     app = keys.current_app(request)
     deleted = await request.app[keys.SCHEDULES].delete_schedule(
-        app.app_key, _schedule_id(request), _now(), in_flight_wait=request.app[keys.IN_FLIGHT_WAIT]
+        app.app_key, schedule_id_of(request), now_utc(), in_flight_wait=request.app[keys.IN_FLIGHT_WAIT]
     )
     if not deleted:
         raise errors.ScheduleNotFound()
@@ -234,41 +244,41 @@ async def delete_schedule(request: web.Request) -> web.Response:
 @routes.get("/v4/schedules/{schedule_id}/msg_ids")
 async def schedule_msg_ids(request: web.Request) -> web.Response:
     app = keys.current_app(request)
-    msg_ids = await request.app[keys.SCHEDULES].sent_msg_ids(app.app_key, _schedule_id(request))
+    msg_ids = await request.app[keys.SCHEDULES].sent_msg_ids(app.app_key, schedule_id_of(request))
     if msg_ids is None:
         raise errors.ScheduleNotFound()
     # MsgIds repeats the list: EngageLab's published SDKs read that key.
-    return _ok({"count": len(msg_ids), "msgids": msg_ids, "MsgIds": msg_ids})
+    return ok({"count": len(msg_ids), "msgids": msg_ids, "MsgIds": msg_ids})
 
 
 @routes.get("/v4/schedules/{schedule_id}/upcoming")
 async def schedule_upcoming(request: web.Request) -> web.Response:
     """Extension: the next fires of a stored task, in the zone it keeps; none while it is disabled."""
     app = keys.current_app(request)
-    schedule_id = _schedule_id(request)
+    schedule_id = schedule_id_of(request)
     count = schedules.parse_count(request.query.get("count"))
-    now = _now()
+    now = now_utc()
     schedule = await request.app[keys.SCHEDULES].get_schedule(app.app_key, schedule_id, now)
     if schedule is None:
         raise errors.ScheduleNotFound()
     answer = schedules.upcoming(
         schedule.trigger, schedule.time_zone, now, request.app[keys.WAVE_OFFSETS], count if schedule.enabled else 0
     )
-    return _ok({"schedule_id": str(schedule_id), **answer})
+    return ok({"schedule_id": str(schedule_id), **answer})
 
 
 @routes.get("/v4/schedules/{schedule_id}/runs")
 async def schedule_runs(request: web.Request) -> web.Response:
     """Extension: the task's runs, newest first, 50 a page; expired tasks answer, deleted ones do not."""
     app = keys.current_app(request)
-    schedule_id = _schedule_id(request)
+    schedule_id = schedule_id_of(request)
     page = _page(request.query.get("page", "1"))
     offset = min((page - 1) * PAGE_SIZE, MAX_OFFSET)
     found = await request.app[keys.SCHEDULES].schedule_runs(app.app_key, schedule_id, PAGE_SIZE, offset)
     if found is None:
         raise errors.ScheduleNotFound()
     total, runs = found
-    return _ok(
+    return ok(
         {
             "total_count": total,
             "total_pages": math.ceil(total / PAGE_SIZE),

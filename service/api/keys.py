@@ -47,7 +47,22 @@ class CredentialCache:
         self._entries.clear()
 
 
+@dataclasses.dataclass(frozen=True)
+class Triggering:
+    """Run now, webhooks and the polling pattern (issue 13): how long a poller waits, the webhook rate, and the
+    public URL that Location headers and webhook URLs are built on (never the request's Host header)."""
+
+    poll_seconds: int = 2
+    hook_rate_per_minute: int = 60  # 0: no limit
+    public_base_url: str | None = None
+
+    def url(self, path: str) -> str:
+        """`path` under PUBLIC_BASE_URL when it is set, else as it is (relative)."""
+        return path if self.public_base_url is None else self.public_base_url + path
+
+
 SCHEDULES = web.AppKey("schedules", schedules.ScheduleStore)
+TRIGGERING = web.AppKey("triggering", Triggering)
 PROBES = web.AppKey("probes", probes.Probes)
 # What /readyz asks beyond the database: each returns why the process cannot do its work now, or None (the
 # engine reports a crashed loop here).

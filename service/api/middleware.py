@@ -90,6 +90,8 @@ def error_response(error: errors.ServiceError) -> web.Response:
         response.headers["WWW-Authenticate"] = 'Basic realm="schedules"'
     if isinstance(error, errors.DatabaseUnavailable):
         response.headers["Retry-After"] = RETRY_AFTER_UNAVAILABLE
+    if isinstance(error, errors.TooManyCalls):
+        response.headers["Retry-After"] = str(error.retry_after)
     return response
 
 
@@ -127,7 +129,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             response.headers["Allow"] = exc.headers["Allow"]
         return response
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        # The route's template, not the path: a webhook's path holds its token, which no log line may show.
+        log.exception("unhandled error on %s %s", request.method, route_template(request))
         return error_response(errors.InternalError())
     return response
 

@@ -30,6 +30,21 @@ def could_be_app_key(app_key: str) -> bool:
     return _APP_KEY_SHAPE.fullmatch(app_key) is not None
 
 
+# Webhook tokens (issue 13): 256 random bits, URL-safe, with a prefix that says what they are (a secret scanner
+# can find one pasted where it should not be). Stored only as digest(token), like a master secret.
+WEBHOOK_TOKEN_PREFIX = "whk_"
+_WEBHOOK_TOKEN_SHAPE = re.compile(rf"{WEBHOOK_TOKEN_PREFIX}[A-Za-z0-9_-]{{43}}", re.ASCII)
+
+
+def new_webhook_token() -> str:
+    return WEBHOOK_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def could_be_webhook_token(token: str) -> bool:
+    """Whether `token` has the shape new_webhook_token makes: any other is refused without a query."""
+    return _WEBHOOK_TOKEN_SHAPE.fullmatch(token) is not None
+
+
 def new_master_secret() -> str:
     return secrets.token_urlsafe(32)
 

@@ -55,3 +55,21 @@ class DatabaseUnavailable(ServiceError):
 
     code = 28203
     http_status = 503
+
+
+class RunRefused(ServiceError):
+    """The task cannot be run by its webhook now: it is disabled or expired."""
+
+    code = 28409
+    http_status = 409
+
+
+class TooManyCalls(ServiceError):
+    """Too many webhook calls for this task; try again after Retry-After seconds."""
+
+    code = 28429
+    http_status = 429
+
+    def __init__(self, message: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

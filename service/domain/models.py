@@ -380,6 +380,9 @@ class ScheduleCreate(_Strict):
     cid: Annotated[str, AfterValidator(_check_cid)] | None = None
     description: Description | None = None
     max_failures: MaxFailures | None = None
+    # Extension (issue 13): names and default strings the push may use as {{name}}; its rules are
+    # service.domain.params', applied with the push's (service.domain.schedules).
+    params: dict[str, Any] | None = None
 
     @field_validator("enabled")
     @classmethod
@@ -398,12 +401,15 @@ class ScheduleUpdate(_Strict):
     push: Push | None = None
     description: Description | None = None
     max_failures: MaxFailures | None = None
+    params: dict[str, Any] | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _non_empty(cls, data: Any) -> Any:
         if isinstance(data, dict) and not data:
-            raise _invalid("must hold at least one of name, enabled, trigger, push, description, max_failures")
+            raise _invalid(
+                "must hold at least one of name, enabled, trigger, push, description, max_failures, params"
+            )
         return data
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any, cast
 
-from service.domain import cron, dispatch, errors, interval, models, periodical, timing, types
+from service.domain import cron, dispatch, errors, interval, models, params, periodical, timing, types
 
 
 def _plan_open_ended(
@@ -91,8 +91,10 @@ def values_for_create(
     wave_offsets: Sequence[int],
 ) -> types.ScheduleValues:
     """What a create stores: the push exactly as sent, the trigger normalized, the fires planned in the app's
-    zone, which the task keeps."""
+    zone, which the task keeps. The push must pass with its parameters' defaults filled in."""
     trigger = body.trigger.to_wire()
+    declared = params.check_declared(body.params) if body.params is not None else {}
+    params.check_push(raw_push, declared)
     return types.ScheduleValues(
         name=body.name,
         enabled=body.enabled,
@@ -104,6 +106,7 @@ def values_for_create(
         time_zone=app_time_zone,
         description=body.description if body.description is not None else "",
         max_failures=body.max_failures if body.max_failures is not None else 0,
+        params=declared or None,
     )
 
 
@@ -144,11 +147,15 @@ def values_for_update(
         # Re-enabled: fires (waves) that passed while it was disabled are skipped, never sent late.
         zone = timing.load_zone(time_zone)
         plan = plan_trigger(models.Trigger.model_validate(current.trigger), zone, now, wave_offsets, fresh=False)
+    push = raw["push"] if body.push is not None else current.push
+    declared = params.check_declared(body.params) if body.params is not None else current.params
+    if body.push is not None or body.params is not None:
+        params.check_push(push, declared)
     return types.ScheduleValues(
         name=body.name if body.name is not None else current.name,
         enabled=body.enabled if body.enabled is not None else current.enabled,
         trigger=trigger,
-        push=raw["push"] if body.push is not None else current.push,
+        push=push,
         plan=plan,
         kind=dispatch.trigger_kind(trigger),
         zone_type=dispatch.zone_type(trigger),
@@ -158,6 +165,7 @@ def values_for_update(
         description=body.description if body.description is not None else current.description,
         max_failures=body.max_failures if body.max_failures is not None else current.max_failures,
         enabled_set=body.enabled is not None,
+        params=declared or None,
     )
 
 

@@ -14,6 +14,9 @@ ZoneType = Literal[1, 2]
 ScheduleState = Literal["active", "expired", "deleted"]
 AppState = Literal["active", "disabled", "deleted"]
 RunState = Literal["planned", "pending", "sending", "sent", "failed", "skipped", "missed", "cancelled"]
+# What made a run: its task's trigger, or a caller (run now, a webhook: issue 13).
+RunSource = Literal["schedule", "run_now", "webhook"]
+TriggerSource = Literal["run_now", "webhook"]
 # The orders a list offers (`sort=`, with `-` for descending) and the trigger kinds it filters by (`kind=`).
 SortKey = Literal["created", "name", "next_run", "last_run"]
 TRIGGER_KINDS = ("single", "periodical", "cron", "interval")
@@ -99,6 +102,8 @@ class Schedule:
     disabled_reason: str | None = None  # why the engine disabled it (max_failures reached)
     next_run_at: dt.datetime | None = None  # sql/0008 schedule_next_run_at
     last_run: LastRun | None = None
+    params: dict[str, str] = dataclasses.field(default_factory=dict)  # issue 13: names and defaults
+    webhook_created_at: dt.datetime | None = None  # when its webhook token was made; None: it has none
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -113,6 +118,7 @@ class Schedule:
             "disabled_reason": self.disabled_reason,
             "next_run_at": wire_instant(self.next_run_at),
             "last_run": None if self.last_run is None else self.last_run.to_wire(),
+            "params": self.params,
         }
 
 
@@ -154,6 +160,9 @@ class Run:
     dispatched_at: dt.datetime | None
     msg_id: str | None
     error: str | None
+    source: RunSource = "schedule"
+    triggered_run_id: uuid.UUID | None = None  # the triggered run this push belongs to (issue 13)
+    param_set: int | None = None  # its parameter set in that run, 0-based
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -165,7 +174,88 @@ class Run:
             "dispatched_at": wire_instant(self.dispatched_at),
             "msg_id": self.msg_id,
             "error": self.error,
+            "source": self.source,
+            "triggered_run_id": None if self.triggered_run_id is None else str(self.triggered_run_id),
+            "param_set": self.param_set,
         }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunProgress:
+    """Where a run stands (a triggered run's pushes, or one scheduled run), as its status URL answers it: in
+    progress while any push is queued, being sent or waiting for a retry; else ended, for good."""
+
+    run_id: uuid.UUID
+    schedule_id: ScheduleId
+    source: RunSource
+    total: int
+    sent: int
+    failed: int  # ended without being sent: refused, retries used up, missed, cancelled
+    next_attempt_at: dt.datetime | None
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    msg_ids: list[str]
+    errors: list[tuple[int, str]]  # (parameter set, error) of the pushes that ended unsent
+
+    @property
+    def ended(self) -> bool:
+        return self.sent + self.failed >= self.total
+
+    @property
+    def status(self) -> str:
+        if not self.ended:
+            return "in progress"
+        if self.failed == 0:
+            return "succeeded"
+        return "failed" if self.sent == 0 else "partial"
+
+    def to_wire(self) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "run_id": str(self.run_id),
+            "schedule_id": str(self.schedule_id),
+            "source": self.source,
+            "status": self.status,
+        }
+        if not self.ended:
+            return answer | {
+                "percent": (self.sent + self.failed) * 100 // self.total,
+                "total": self.total,
+                "sent": self.sent,
+                "failed": self.failed,
+                "next_attempt_at": wire_instant(self.next_attempt_at),
+            }
+        return answer | {
+            "total": self.total,
+            "sent": self.sent,
+            "failed": self.failed,
+            "msg_ids": self.msg_ids,
+            "errors": [{"index": index, "error": error} for index, error in self.errors],
+            "started_at": wire_instant(self.started_at),
+            "finished_at": wire_instant(self.finished_at),
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Triggered:
+    """What triggering a run did: made it ('created'), found the one made under the same Idempotency-Key
+    ('existing'), or was refused by the webhook rate ('limited', with the seconds until a call may go)."""
+
+    outcome: Literal["created", "existing", "limited"]
+    run_id: uuid.UUID | None
+    retry_after: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HookTarget:
+    """The task a webhook token opens, with what deciding on the call needs."""
+
+    schedule_id: ScheduleId
+    app_key: AppKey
+    enabled: bool
+    valid: bool
+    app_active: bool
+    push: dict[str, Any]
+    params: dict[str, str]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -194,6 +284,7 @@ class ScheduleValues:
     description: str = ""
     max_failures: int = 0
     enabled_set: bool = False  # the request set `enabled`: clears the engine's disabled_reason (true: and the count)
+    params: dict[str, str] | None = None  # names and defaults the push uses; None: none
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -209,6 +300,7 @@ class DueSchedule:
     time_zone: str
     push_key: str | None
     push_secret_encrypted: bytes | None
+    params: dict[str, str] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -225,6 +317,8 @@ class RunToSend:
     push_key: str | None
     push_secret_encrypted: bytes | None
     still_wanted: bool = True  # False when the task was deleted or disabled after the run was leased
+    # The values its push is sent with (service.domain.params.effective); None: the push goes as stored.
+    params: dict[str, str] | None = None
 
     @property
     def idempotency_key(self) -> str:

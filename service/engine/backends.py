@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from service.domain import credentials, dispatch, timing, types
+from service.domain import credentials, dispatch, params, timing, types
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +26,14 @@ MAX_ANSWER_BYTES = 64 * 1024
 
 
 def outgoing_push(run: types.RunToSend) -> dict[str, Any]:
-    """The stored push with the run's idempotency key as body.options.cid.
+    """The stored push, its parameters filled in (service.domain.params), with the run's idempotency key as
+    body.options.cid.
 
     The key replaces any cid the user stored: a fixed cid would make the backend drop every later fire.
     """
-    # Copy only the dicts on the path to the key: the stored push is shared and must stay untouched.
-    push = dict(run.push)
+    # Copy only the dicts on the path to the key: the stored push is shared and must stay untouched (render
+    # copies what it fills in, and returns the push itself when there is nothing to fill).
+    push = dict(params.render(run.push, run.params))
     body = dict(push.get("body") or {})
     options = body.get("options")
     options = dict(options) if isinstance(options, dict) else {}

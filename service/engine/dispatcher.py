@@ -116,6 +116,7 @@ class Engine:
             grace=config.misfire_grace,
             max_attempts=config.retry.max_attempts, max_idle_seconds=config.max_idle_seconds,
         )
+        self.waker.on_runs_queued = self.claimer.wake.set  # a caller triggered runs: claim them now
         self.retention = None if config.retention is None else Retention(
             queue, retention=config.retention, batch_size=config.retention_batch_size,
             interval=config.sweep_interval,

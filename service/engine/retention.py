@@ -3,7 +3,8 @@
 Every sweep interval it purges batch after batch, first the tasks deleted or expired longer than the retention
 ago, with their runs (sql/0007 purge_ended_schedules), then the apps deleted that long ago whose tasks are all
 gone (queries.sql purge_deleted_apps), then the runs in a final state (sent, failed, missed,
-skipped, cancelled) created and ended longer ago than that (queries.sql purge_old_runs). Each batch is one
+skipped, cancelled) created and ended longer ago than that (queries.sql purge_old_runs), and the triggered runs
+left without pushes (purge_old_triggers). Each batch is one
 transaction of at most `batch_size` runs (2,000: 6-7 ms median, 20 ms p99; bench/README.md "Retention"); it
 takes tasks with SKIP LOCKED and only runs no engine statement writes, so neither the planner nor the senders
 wait on it (an update of an expired task, answered 28100, may wait for one batch).
@@ -109,6 +110,10 @@ class Retention:
             if runs < self._batch_size:
                 break
             await self._rest(stopping, loop.time() - batch_started)
+        while not stopping.is_set():
+            # Then the triggered runs whose pushes are all gone (issue 13; few: one row per run now or webhook call).
+            if await self._queue.purge_old_triggers(self._retention, self._batch_size) < self._batch_size:
+                break
         report.seconds = loop.time() - started
         if report.schedules or report.runs or report.apps:
             log.info(

@@ -1,6 +1,7 @@
 """The waker: when the engine's loops look at the database again.
 
-A LISTEN connection hears every create or update that makes a fire earlier than the planner's wake-up. It is
+A LISTEN connection hears every create or update that makes a fire earlier than the planner's wake-up, and
+every run a caller triggers (payload RUNS_QUEUED: the claimer takes those, as retries due now). It is
 kept by service.store.listening: checked with a heartbeat query, so a half-open socket (a database that vanished
 without closing it) is found within a heartbeat and the connection is made again; changes missed meanwhile are
 caught by waking at once.
@@ -11,12 +12,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Callable
 
 from service.engine.clock import Clock
 from service.engine.ports import Listener, RunQueue
 from service.store.listening import keep_listening
 
 log = logging.getLogger(__name__)
+
+# The payload of a triggered run's notification (sql/0010 trigger_run); any other payload is a fire's instant.
+RUNS_QUEUED = "runs"
 
 
 class Waker:
@@ -34,12 +39,17 @@ class Waker:
         self.listening = False
         self.connections_made = 0  # LISTEN connections opened so far (one, unless some failed)
         self._wake_at: float | None = None  # database epoch seconds the planner sleeps until; None: awake
+        self.on_runs_queued: Callable[[], None] = lambda: None  # the claimer's wake-up (service.engine.dispatcher)
 
     def poke(self) -> None:
         self.wake.set()
 
     def notified(self, payload: str) -> None:
-        """A task now fires at `payload` (epoch seconds): wake the planner if that is before its wake-up."""
+        """A task now fires at `payload` (epoch seconds): wake the planner if that is before its wake-up. Runs
+        were queued (RUNS_QUEUED): wake the claimer."""
+        if payload == RUNS_QUEUED:
+            self.on_runs_queued()
+            return
         try:
             fires_at = float(payload)
         except ValueError:
@@ -77,6 +87,7 @@ class Waker:
         self.connections_made += 1
         self.listening = True
         self.wake.set()  # changes may have been missed while we were not listening
+        self.on_runs_queued()
 
     def _closed(self) -> None:
         self.listening = False

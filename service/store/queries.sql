@@ -38,9 +38,9 @@ SELECT count(*) FROM apps;
 
 -- name: create_schedule
 -- Lock the app, check cid and cap, insert, notify: one round trip (sql/0003_create_in_one_round_trip.sql;
--- its current form is sql/0008's).
+-- its current form is sql/0010's).
 SELECT outcome, id, name, valid, cap
-FROM create_schedule($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18);
+FROM create_schedule($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19);
 
 -- name: count_listed_schedules
 -- The total of a list: the app's valid tasks that pass the filters (sql/0008 schedule_is_listed), counted in the
@@ -113,8 +113,8 @@ SELECT * FROM schedules_as_shown
 WHERE id = $1 AND app_key = $2 AND schedule_is_valid(state, final_fire_at, $3);
 
 -- name: update_schedule
--- Write what the domain computed from the locked row, in one round trip (sql/0008 update_schedule).
-SELECT * FROM update_schedule($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17);
+-- Write what the domain computed from the locked row, in one round trip (sql/0010 update_schedule).
+SELECT * FROM update_schedule($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18);
 
 -- name: delete_schedule
 -- Soft delete and drop or cancel the runs still to go, in one round trip (sql/0005 delete_schedule).
@@ -141,13 +141,59 @@ SELECT zone_type FROM schedules WHERE id = $1 AND app_key = $2 AND state <> 'del
 SELECT count(*) FROM runs WHERE schedule_id = $1;
 
 -- name: schedule_runs_page
--- One page of a task's runs, newest due first, then by wave (east first), on the unique key's index read
--- backwards.
-SELECT id, due_at, utc_offset_minutes, state, attempts, dispatched_at, msg_id, error
-FROM runs
-WHERE schedule_id = $1
-ORDER BY due_at DESC, utc_offset_minutes DESC
+-- One page of a task's runs, newest due first, then by wave (east first), then a triggered run's pushes by
+-- parameter set (last first), on the unique key's index read backwards (sql/0010). A triggered push's source
+-- is its triggered run's: one primary-key lookup per such row of the page.
+SELECT r.id, r.due_at, r.utc_offset_minutes, r.state, r.attempts, r.dispatched_at, r.msg_id, r.error,
+       r.trigger_id, r.trigger_item, coalesce(t.source, 'schedule') AS source
+FROM runs r LEFT JOIN triggered_runs t ON t.id = r.trigger_id
+WHERE r.schedule_id = $1
+ORDER BY r.due_at DESC, r.utc_offset_minutes DESC, r.trigger_id DESC, r.trigger_item DESC
 LIMIT $2 OFFSET $3;
+
+-- name: trigger_run
+-- A run a caller triggers: the Idempotency-Key's earlier run, a refusal by the webhook rate, or the run queued
+-- and the engines woken, in one round trip (sql/0010 trigger_run).
+SELECT outcome, run_id, retry_after FROM trigger_run($1, $2, $3, $4, $5::jsonb[], $6);
+
+-- name: run_progress
+-- Where a run stands: a triggered run's pushes ($1 its id), or one run of the history ($1 a run's id), of task
+-- $2 of app $3 (not deleted). Reads the pushes through runs_trigger_idx or the primary key (a BitmapOr of the
+-- two), at most 1,000 rows. Errors and msg_ids in parameter-set order.
+SELECT count(*) AS total,
+       count(*) FILTER (WHERE r.state = 'sent') AS sent,
+       count(*) FILTER (WHERE r.state IN ('failed', 'missed', 'skipped', 'cancelled')) AS failed,
+       min(r.next_attempt_at) FILTER (WHERE r.state = 'pending') AS next_attempt_at,
+       min(r.due_at) AS started_at,
+       max(r.finished_at) AS finished_at,
+       coalesce(array_agg(r.msg_id ORDER BY r.trigger_item) FILTER (WHERE r.state = 'sent'), '{}') AS msg_ids,
+       coalesce(array_agg(coalesce(r.trigger_item, 0) ORDER BY r.trigger_item)
+                FILTER (WHERE r.state IN ('failed', 'missed', 'skipped', 'cancelled')), '{}') AS error_sets,
+       coalesce(array_agg(coalesce(r.error, r.state) ORDER BY r.trigger_item)
+                FILTER (WHERE r.state IN ('failed', 'missed', 'skipped', 'cancelled')), '{}') AS errors,
+       (SELECT t.source FROM triggered_runs t WHERE t.id = (array_agg(r.trigger_id))[1]) AS source
+FROM runs r JOIN schedules s ON s.id = r.schedule_id
+WHERE (r.trigger_id = $1 OR r.id = $1) AND r.schedule_id = $2 AND s.app_key = $3 AND s.state <> 'deleted';
+
+-- name: set_webhook
+-- Create or rotate a valid task's webhook: the new token's digest replaces the old one, which stops at once.
+UPDATE schedules SET webhook_digest = $3, webhook_created_at = clock_timestamp()
+WHERE id = $1 AND app_key = $2 AND schedule_is_valid(state, final_fire_at, $4)
+RETURNING webhook_created_at;
+
+-- name: clear_webhook
+-- Revoke a valid task's webhook (a task without one is left as it is).
+UPDATE schedules SET webhook_digest = NULL, webhook_created_at = NULL
+WHERE id = $1 AND app_key = $2 AND schedule_is_valid(state, final_fire_at, $3)
+RETURNING id;
+
+-- name: find_webhook
+-- The task a webhook token's digest opens (schedules_webhook_idx), unless deleted, with what the call decides
+-- by: enabled, valid, its app active, its push and parameters.
+SELECT s.id, s.app_key, s.enabled, schedule_is_valid(s.state, s.final_fire_at, $2) AS valid,
+       app_is_active(a.state) AS app_active, s.push, s.params, s.webhook_digest
+FROM schedules s JOIN apps a ON a.app_key = s.app_key
+WHERE s.webhook_digest = $1 AND s.state <> 'deleted';
 
 -- name: sent_msg_ids
 SELECT msg_id FROM runs WHERE schedule_id = $1 AND state = 'sent' ORDER BY sent_at, due_at, utc_offset_minutes;
@@ -184,7 +230,7 @@ SELECT * FROM plan_single_fires($1::interval, $2, $3::interval, $4::interval, $5
 -- filter, on every plan step; 1M stored: 1.2 s in bench.scale. With the InitPlan: an Index Cond, 0.05 ms).
 WITH clock AS MATERIALIZED (SELECT clock_timestamp() AS now)
 SELECT s.id, s.app_key, s.trigger, s.push, s.zone_type, s.next_fire_at, s.time_zone, a.push_key,
-       a.push_secret_encrypted, clock.now
+       a.push_secret_encrypted, s.params, clock.now
 FROM clock, schedules s JOIN apps a ON a.app_key = s.app_key
 WHERE s.enabled AND s.state = 'active' AND s.next_fire_at <= (SELECT c.now FROM clock c) + $1::interval
 ORDER BY s.next_fire_at
@@ -232,7 +278,7 @@ UPDATE runs SET lease_until = due_at WHERE id = ANY($1::uuid[]) AND state = 'pla
 -- The runs a plan or claim leased under token $1 whose answer was lost (a connection cut after its commit),
 -- with what sending them needs.
 SELECT r.id, r.schedule_id, r.due_at, r.utc_offset_minutes, r.attempts, s.app_key, s.push, s.zone_type,
-       a.push_key, a.push_secret_encrypted
+       a.push_key, a.push_secret_encrypted, r.trigger_id, r.params AS run_params, s.params
 FROM runs r JOIN schedules s ON s.id = r.schedule_id JOIN apps a ON a.app_key = s.app_key
 WHERE r.state = 'sending' AND r.claim_token = $1;
 
@@ -316,6 +362,19 @@ WITH doomed AS (
     LIMIT $2
 )
 DELETE FROM runs r USING doomed WHERE r.ctid = doomed.ctid;
+
+-- name: purge_old_triggers
+-- Retention: triggered runs created before the cutoff whose pushes purge_old_runs has taken, oldest first
+-- (triggered_runs_created_idx, bounded by an InitPlan as purge_old_runs is); the NOT EXISTS probes
+-- runs_trigger_idx. Their status URL answers 404 from then on.
+WITH doomed AS (
+    SELECT t.id FROM triggered_runs t
+    WHERE t.created_at < (SELECT clock_timestamp() - $1::interval)
+      AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.trigger_id = t.id)
+    ORDER BY t.created_at
+    LIMIT $2
+)
+DELETE FROM triggered_runs t USING doomed WHERE t.id = doomed.id;
 
 -- name: purge_deleted_apps
 -- Retention: apps deleted (sql/0006 set_app_state) before the cutoff once the task purge has taken every one of

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from service.domain import dispatch, types
+from service.domain import dispatch, params, types
 from service.store.database import Pool, connect_listener, translated
 from service.store.queries import SQL
 
@@ -26,26 +26,30 @@ MAX_RUNS_PER_PLAN = 5000
 
 
 def _run_to_send(row: asyncpg.Record, push: dict[str, Any], app_key: str, zone_type: int,
-                 push_key: str | None, push_secret_encrypted: bytes | None, *, still_wanted: bool = True,
-                 attempts: int = 0) -> types.RunToSend:
+                 push_key: str | None, push_secret_encrypted: bytes | None, defaults: dict[str, str] | None, *,
+                 still_wanted: bool = True, attempts: int = 0) -> types.RunToSend:
+    """A run to send. A run a caller triggered (trigger_id set) has no zone_type 2 wave: it goes to the whole
+    audience at once, with the values the caller gave over the task's defaults."""
+    triggered = row.get("trigger_id") is not None
     return types.RunToSend(
         run_id=row["id"],
         schedule_id=types.ScheduleId(row["schedule_id"]),
         app_key=types.AppKey(app_key),
         due_at=row["due_at"],
-        utc_offset_minutes=row["utc_offset_minutes"] if zone_type == 2 else None,
+        utc_offset_minutes=row["utc_offset_minutes"] if zone_type == 2 and not triggered else None,
         attempts=attempts,
         push=push,
         push_key=push_key,
         push_secret_encrypted=None if push_secret_encrypted is None else bytes(push_secret_encrypted),
         still_wanted=still_wanted,
+        params=params.effective(defaults, row.get("run_params")),
     )
 
 
 def _whole_run(row: asyncpg.Record, *, attempts: int = 0, still_wanted: bool = True) -> types.RunToSend:
-    """A run whose row carries its task's push and its app's credentials."""
+    """A run whose row carries its task's push and parameters, and its app's credentials."""
     return _run_to_send(row, row["push"], row["app_key"], row["zone_type"], row["push_key"],
-                        row["push_secret_encrypted"], attempts=attempts, still_wanted=still_wanted)
+                        row["push_secret_encrypted"], row["params"], attempts=attempts, still_wanted=still_wanted)
 
 
 def _settled(row: asyncpg.Record, state: types.RunState) -> types.SettledRun:
@@ -112,6 +116,7 @@ class RunQueue:
                     time_zone=row["time_zone"],
                     push_key=row["push_key"],
                     push_secret_encrypted=row["push_secret_encrypted"],
+                    params=row["params"],
                 )
                 due[schedule.schedule_id] = schedule
                 planned = plan(schedule, now, until)
@@ -139,7 +144,7 @@ class RunQueue:
                 continue
             schedule = due[row["schedule_id"]]
             run = _run_to_send(row, schedule.push, schedule.app_key, schedule.zone_type, schedule.push_key,
-                               schedule.push_secret_encrypted, attempts=row["attempts"])
+                               schedule.push_secret_encrypted, schedule.params, attempts=row["attempts"])
             (leased if row["state"] == "sending" else runs).append(run)
         return types.Planned(len(due), runs, missed, now, leased)
 
@@ -262,6 +267,14 @@ class RunQueue:
         longer than `retention` ago. Returns how many went."""
         async with self._pool.acquire() as connection:
             status = await connection.execute(SQL["purge_old_runs"], retention, limit)
+        return int(status.split()[-1])
+
+    @translated
+    async def purge_old_triggers(self, retention: dt.timedelta, limit: int) -> int:
+        """Retention: at most `limit` triggered runs created longer than `retention` ago whose pushes are all
+        purged. Returns how many went."""
+        async with self._pool.acquire() as connection:
+            status = await connection.execute(SQL["purge_old_triggers"], retention, limit)
         return int(status.split()[-1])
 
     @translated

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hmac
 import uuid
 from collections.abc import Callable
 
@@ -52,6 +53,8 @@ def _schedule(row: asyncpg.Record) -> types.Schedule:
         last_run=None if row["last_run_due_at"] is None else types.LastRun(
             row["last_run_due_at"], row["last_run_state"], row["last_run_msg_id"]
         ),
+        params=row["params"] or {},
+        webhook_created_at=row.get("webhook_created_at"),
     )
 
 
@@ -73,6 +76,9 @@ def _run(row: asyncpg.Record, zone_type: int) -> types.Run:
         dispatched_at=row["dispatched_at"],
         msg_id=row["msg_id"],
         error=row["error"],
+        source=row["source"],
+        triggered_run_id=row["trigger_id"],
+        param_set=row["trigger_item"],
     )
 
 
@@ -212,6 +218,7 @@ class ScheduleStore:
                 values.time_zone,
                 values.description,
                 values.max_failures,
+                values.params,
             )
         if row["outcome"] == "full":
             raise errors.InvalidParameter(
@@ -288,6 +295,7 @@ class ScheduleStore:
                 values.description,
                 values.max_failures,
                 values.enabled_set,
+                values.params,
             )
         if not values.enabled:
             await self._wait_for_sends(SQL["count_sends_in_flight"], schedule_id, in_flight_wait)
@@ -345,3 +353,84 @@ class ScheduleStore:
             total = await connection.fetchval(SQL["count_schedule_runs"], schedule_id)
             rows = await connection.fetch(SQL["schedule_runs_page"], schedule_id, limit, offset)
         return total, [_run(row, zone_type) for row in rows]
+
+    # -- triggered runs and webhooks (issue 13) ---------------------------------------------------------
+
+    @translated
+    async def trigger_run(
+        self,
+        schedule_id: types.ScheduleId,
+        source: types.TriggerSource,
+        param_sets: list[dict[str, str]],
+        idempotency_key: str | None,
+        rate_per_minute: int | None,
+    ) -> types.Triggered:
+        """Queue a run of one push per parameter set (sql/0010 trigger_run): committed when this returns, and
+        the engines woken. The same `idempotency_key` within 24 h returns the first run instead; past
+        `rate_per_minute` calls of this source in the last minute, none is made ('limited')."""
+        async with self._pool.acquire() as connection:
+            row = await connection.fetchrow(
+                SQL["trigger_run"], uuid.uuid4(), schedule_id, source, idempotency_key,
+                [values or None for values in param_sets], rate_per_minute,
+            )
+        return types.Triggered(row["outcome"], row["run_id"], row["retry_after"])
+
+    @translated
+    async def run_progress(
+        self, app_key: str, schedule_id: types.ScheduleId, run_id: uuid.UUID
+    ) -> types.RunProgress | None:
+        """Where a run of the app's task stands (a triggered run, or one run of its history); None: no such
+        run of that task, or the task is deleted or another app's."""
+        async with self._pool.acquire() as connection:
+            row = await connection.fetchrow(SQL["run_progress"], run_id, schedule_id, app_key)
+        if row is None or row["total"] == 0:
+            return None
+        return types.RunProgress(
+            run_id=run_id,
+            schedule_id=schedule_id,
+            source=row["source"] or "schedule",
+            total=row["total"],
+            sent=row["sent"],
+            failed=row["failed"],
+            next_attempt_at=row["next_attempt_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            msg_ids=list(row["msg_ids"]),
+            errors=list(zip(row["error_sets"], row["errors"], strict=True)),
+        )
+
+    @translated
+    async def set_webhook(
+        self, app_key: str, schedule_id: types.ScheduleId, digest: bytes, now: dt.datetime
+    ) -> dt.datetime | None:
+        """Give a valid task a webhook whose token has `digest`, replacing any; when it was made, or None for
+        no such valid task."""
+        async with self._pool.acquire() as connection:
+            made: dt.datetime | None = await connection.fetchval(
+                SQL["set_webhook"], schedule_id, app_key, digest, now
+            )
+        return made
+
+    @translated
+    async def clear_webhook(self, app_key: str, schedule_id: types.ScheduleId, now: dt.datetime) -> bool:
+        """Revoke a valid task's webhook; False: no such valid task."""
+        async with self._pool.acquire() as connection:
+            return await connection.fetchval(SQL["clear_webhook"], schedule_id, app_key, now) is not None
+
+    @translated
+    async def find_webhook(self, digest: bytes, now: dt.datetime) -> types.HookTarget | None:
+        """The task a webhook token's digest opens, or None (unknown, revoked or deleted). The stored digest is
+        compared again in constant time: the index lookup is what finds it, this is what accepts it."""
+        async with self._pool.acquire() as connection:
+            row = await connection.fetchrow(SQL["find_webhook"], digest, now)
+        if row is None or not hmac.compare_digest(bytes(row["webhook_digest"]), digest):
+            return None
+        return types.HookTarget(
+            schedule_id=types.ScheduleId(row["id"]),
+            app_key=types.AppKey(row["app_key"]),
+            enabled=row["enabled"],
+            valid=row["valid"],
+            app_active=row["app_active"],
+            push=row["push"],
+            params=row["params"] or {},
+        )
