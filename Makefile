@@ -16,12 +16,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python -m service
 
-# Static checks, run first by `make test`: ruff over service/, tests/ and bench/ (rules in pyproject.toml);
-# mypy --strict on service/domain, service/store and service/engine;
+# Static checks, run first by `make test`: ruff over service/, tests/, bench/ and examples/ (rules in
+# pyproject.toml); mypy --strict on service/domain, service/store, service/engine and examples/;
 # the layer contracts (import-linter).
 lint: $(STAMP)
-	$(BIN)/ruff check service tests bench
-	$(BIN)/mypy service/domain service/store service/engine
+	$(BIN)/ruff check service tests bench examples
+	$(BIN)/mypy service/domain service/store service/engine examples
 	$(BIN)/lint-imports
 
 # pytest-xdist workers, each with its own PostgreSQL (tests/conftest.py, which also keeps tests/contract on
