@@ -104,7 +104,11 @@ async def run_now(request: web.Request) -> web.Response:
     schedule = await store.get_schedule(app.app_key, schedule_id, now_utc())
     if schedule is None:
         raise errors.ScheduleNotFound()
-    body = parse_json(raw) if raw.strip() else None
+    body: Any = None  # no body: no parameters
+    if raw.strip():
+        body = parse_json(raw)
+        if not isinstance(body, dict):  # `null` too: a body sent is an object
+            raise errors.InvalidParameter("body: must be a JSON object holding QueryParameters (or params)")
     sets = params.parse_sets(body, schedule.params, schedule.push, lenient=False)
     triggered = await store.trigger_run(schedule_id, "run_now", sets, _idempotency_key(request), None)
     run_id = _triggered_run_id(triggered)

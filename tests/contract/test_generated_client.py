@@ -93,9 +93,12 @@ def test_generated_client_does_the_whole_life_of_a_schedule(
         fetched = get_schedule.sync(schedule_id=schedule_id, client=client)
         assert isinstance(fetched, models.Schedule)
         answered = fetched.to_dict()
-        extensions = {key: answered.pop(key) for key in ("consecutive_failures", "disabled_reason", "next_run_at", "last_run")}
+        extensions = {
+            key: answered.pop(key) for key in ("consecutive_failures", "disabled_reason", "next_run_at", "last_run", "params")
+        }
         assert answered == {"schedule_id": schedule_id, **body}  # unknown push fields survive too
         assert (extensions["consecutive_failures"], extensions["disabled_reason"], extensions["last_run"]) == (0, None, None)
+        assert extensions["params"] == {}
         # Parsed as a date-time by the client, written back in Python's form.
         assert extensions["next_run_at"] == body["trigger"]["single"]["time"].replace(" ", "T") + "+00:00"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from typing import Any
 
 import asyncpg
@@ -75,5 +76,39 @@ async def test_page_one_of_every_sort_reads_one_page_however_many_tasks_the_app_
                     [row] = await connection.fetch("EXPLAIN (ANALYZE, FORMAT JSON) " + query, *unfiltered, 50, 0)
                 read = _rows_read(json.loads(row[0])[0]["Plan"])
                 assert read <= 60, f"sort {key}{suffix}: page 1 read {read} rows of {STORED}"
+    finally:
+        await connection.close()
+
+
+async def test_a_task_s_history_page_and_a_run_s_status_read_their_own_rows_only(database_url: str) -> None:
+    """Issue 13: the history's order now runs through a triggered run's pushes (sql/0010's unique key read
+    backwards: no sort of the task's runs), and a run's status reads its own pushes, not the task's history."""
+    stores = await Stores.open(database_url, api_pool_size=1)
+    try:
+        app_key = (await admin.register_app(stores.schedules, "plans", "UTC", 10)).app.app_key
+    finally:
+        await stores.close()
+    tomorrow = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    await bulk_schedules(database_url, app_key, tomorrow, 1)
+    connection = await asyncpg.connect(database_url)
+    try:
+        schedule_id = await connection.fetchval("SELECT id FROM schedules")
+        # 20,000 scheduled runs (a year of a cron task firing every half hour), then a run of 1,000 pushes.
+        await connection.execute(
+            """INSERT INTO runs (id, schedule_id, due_at, state)
+               SELECT gen_random_uuid(), $1, now() - make_interval(mins => n * 30), 'sent'
+               FROM generate_series(1, 20000) AS n""",
+            schedule_id,
+        )
+        [row] = await connection.fetch(
+            SQL["trigger_run"], uuid.uuid4(), schedule_id, "run_now", None, [None] * 1000, None
+        )
+        await connection.execute("ANALYZE runs")
+        assert await _rows_read_by(connection, SQL["schedule_runs_page"], schedule_id, 50, 0) <= 100
+        # The run's 1,000 pushes, counted twice when read by a bitmap scan (its index and heap nodes); never the
+        # task's 20,000 other runs.
+        assert await _rows_read_by(connection, SQL["run_progress"], row["run_id"], schedule_id, app_key) <= 2_002
+        one_run = await connection.fetchval("SELECT id FROM runs WHERE trigger_id IS NULL LIMIT 1")
+        assert await _rows_read_by(connection, SQL["run_progress"], one_run, schedule_id, app_key) <= 3
     finally:
         await connection.close()

@@ -13,7 +13,9 @@ from tests.integration.conftest import Api, Service, fetch, future_time, schedul
 from tests.waiting import eventually
 
 # The keys the extensions of issue 12 add to every schedule answered (after EngageLab's five).
-EXTENSION_KEYS = {"description", "max_failures", "consecutive_failures", "disabled_reason", "next_run_at", "last_run"}
+EXTENSION_KEYS = {
+    "description", "max_failures", "consecutive_failures", "disabled_reason", "next_run_at", "last_run", "params"
+}
 
 
 async def test_create_then_get_echoes_the_object(api: Api) -> None:
@@ -40,6 +42,7 @@ async def test_create_then_get_echoes_the_object(api: Api) -> None:
         "disabled_reason": None,
         "next_run_at": body["trigger"]["single"]["time"].replace(" ", "T") + "Z",  # the app's zone is UTC
         "last_run": None,
+        "params": {},
     }
 
 
@@ -258,7 +261,7 @@ async def test_update_whole_push_trigger_and_disable(api: Api) -> None:
 @pytest.mark.parametrize(
     "update,message",
     [
-        ({}, "must hold at least one of name, enabled, trigger, push, description, max_failures"),
+        ({}, "must hold at least one of name, enabled, trigger, push, description, max_failures, params"),
         ({"push": {"alert": "web scheduled task"}}, "push.to: is required"),
         ({"trigger": {"single": {"time": "2014-02-15 13:16:59", "zone_type": 1}}}, "trigger.single.time: must be in the future"),
         ({"trigger": {"single": {"time": "2027-01-01 10:00:00", "zone_type": 2}}}, "trigger.single.zone_type: cannot change from 1 to 2"),

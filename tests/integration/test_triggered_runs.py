@@ -242,13 +242,15 @@ async def test_run_now_works_on_a_disabled_task_and_counts_towards_max_failures(
         ({"QueryParameters": {}, "params": {}}, "body: holds both QueryParameters and params"),
         ({"other": 1}, "other: is not a known field"),
         ([1], "body: must be a JSON object"),
+        (None, "body: must be a JSON object"),
     ],
 )
 async def test_bad_parameters_are_refused_and_queue_nothing(
     api: Api, database_url: str, body: Any, message: str
 ) -> None:
     schedule_id = await create(api, greeting_body())
-    reply = await api.call("POST", f"/v4/schedules/{schedule_id}/run", json=body)
+    sent = {"data": "null"} if body is None else {"json": body}  # JSON null, sent as a body
+    reply = await api.call("POST", f"/v4/schedules/{schedule_id}/run", **sent)
     assert reply.status == 400 and reply.error_code == 28100
     assert reply.json["error"]["message"].startswith(message), reply.json
     assert await fetch(database_url, "SELECT 1 FROM runs UNION ALL SELECT 1 FROM triggered_runs") == []

@@ -167,7 +167,9 @@ class TestPush:
 
 class TestUpdate:
     def test_empty_update(self) -> None:
-        assert rejection({}, models.ScheduleUpdate) == "must hold at least one of name, enabled, trigger, push, description, max_failures"
+        assert rejection({}, models.ScheduleUpdate) == (
+            "must hold at least one of name, enabled, trigger, push, description, max_failures, params"
+        )
 
     def test_partial_push_is_rejected(self) -> None:
         message = rejection({"push": {"alert": "web scheduled task"}}, models.ScheduleUpdate)

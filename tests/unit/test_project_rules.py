@@ -12,7 +12,7 @@ import yaml
 from openapi_spec_validator import validate
 from openapi_spec_validator.readers import read_from_filename
 
-from service.api import handlers, ops
+from service.api import handlers, ops, triggers
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -54,7 +54,7 @@ def test_every_served_route_is_in_the_spec_and_back() -> None:
     }
     served = {
         (route.method, route.path)  # type: ignore[attr-defined]
-        for table in (handlers.routes, ops.routes)
+        for table in (handlers.routes, triggers.routes, ops.routes)
         for route in table
         if route.method != "*"  # type: ignore[attr-defined]  # a catch-all answering 405 (preview's other methods)
     }
