@@ -323,3 +323,40 @@ async def test_a_deleted_app_is_purged_once_its_retention_passed_and_its_tasks_a
     assert (report.schedules, report.apps) == (1, 1)
     remaining = {row["app_key"] for row in await connection.fetch("SELECT app_key FROM apps")}
     assert remaining == {recently, active}
+
+
+async def _triggered(connection: asyncpg.Connection, schedule_id: uuid.UUID, *, created_days: float, pushes: int) -> uuid.UUID:
+    """A triggered run (issue 13) made `created_days` ago whose `pushes` pushes were sent then."""
+    trigger_id = uuid.uuid4()
+    await connection.execute(
+        "INSERT INTO triggered_runs (id, schedule_id, source, total, created_at) "
+        "VALUES ($1, $2, 'webhook', $3, now() - $4 * interval '1 day')",
+        trigger_id, schedule_id, pushes, created_days,
+    )
+    await connection.execute(
+        "INSERT INTO runs (id, schedule_id, due_at, state, created_at, finished_at, sent_at, msg_id, trigger_id, "
+        "trigger_item) SELECT gen_random_uuid(), $1, now() - $2 * interval '1 day', 'sent', "
+        "now() - $2 * interval '1 day', now() - $2 * interval '1 day', now() - $2 * interval '1 day', 'm', $3, item "
+        "FROM generate_series(0, $4 - 1) AS item",
+        schedule_id, created_days, trigger_id, pushes,
+    )
+    return trigger_id
+
+
+async def test_triggered_runs_go_once_their_pushes_are_purged(stores: Stores, connection: asyncpg.Connection) -> None:
+    app_key = await _app(stores)
+    active = await _task(connection, app_key)
+    old = await _triggered(connection, active, created_days=100, pushes=3)
+    recent = await _triggered(connection, active, created_days=10, pushes=2)
+    deleted = await _task(connection, app_key, state="deleted", updated_days=100)
+    await _triggered(connection, deleted, created_days=120, pushes=2)
+    # The deleted task goes with its triggered run and their pushes (they reference it).
+    assert await _queue(stores).purge_ended_schedules(RETENTION, 100, 1000) == (1, 2)
+    assert await _ids(connection, "schedules") == {active}
+    # The old triggered run of the live task goes after its pushes; the recent one stays, pushes and all.
+    assert await _queue(stores).purge_old_triggers(RETENTION, 1000) == 0  # its pushes are still there
+    assert await _queue(stores).purge_old_runs(RETENTION, 1000) == 3
+    assert await _queue(stores).purge_old_triggers(RETENTION, 1000) == 1
+    assert await _ids(connection, "triggered_runs") == {recent}
+    assert len(await _ids(connection, "runs")) == 2
+    assert old not in await _ids(connection, "triggered_runs")
