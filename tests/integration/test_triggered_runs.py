@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from service import admin
+from service.settings import Settings
 from tests.integration.conftest import (
     Api,
     Service,
@@ -25,6 +26,7 @@ from tests.integration.conftest import (
     start_service,
     wall_at,
 )
+from tests.integration.dbproxy import DatabaseProxy
 from tests.standin import StandIn
 from tests.waiting import eventually
 
@@ -470,3 +472,33 @@ async def test_the_history_s_scheduled_runs_answer_on_the_status_url(client: Api
     assert reply.status == 200 and reply.json["status"] == "succeeded" and reply.json["source"] == "schedule"
     assert reply.json["started_at"] == due.strftime("%Y-%m-%dT%H:%M:%SZ")
 
+
+
+async def test_a_hook_during_a_database_outage_answers_503_and_queues_nothing(
+    proxy: DatabaseProxy, database_url: str, tmp_path: pathlib.Path, aiohttp_server: Any,
+    session: aiohttp.ClientSession,
+) -> None:
+    settings = Settings(database_url=proxy.dsn, data_dir=tmp_path, db_timeout_seconds=2, engine_enabled=False)
+    service = await start_service(settings, aiohttp_server, session)
+    api = await service.new_app()
+    schedule_id = await create(api, greeting_body())
+    token = (await make_hook(api, schedule_id))["token"]
+    await proxy.stop()
+    for path in (f"/hooks/{token}", f"/hooks/{token}/poll"):
+        down = await api.call("POST", path, auth=None)
+        assert (down.status, down.error_code, down.headers["Retry-After"]) == (503, 28203, "1")
+    await proxy.start()
+    assert await fetch(database_url, "SELECT 1 FROM triggered_runs") == []
+    assert (await api.call("POST", f"/hooks/{token}", auth=None)).status == 200
+    api.check_against_spec()
+
+
+async def test_an_idempotency_key_starts_a_new_run_after_24_hours(api: Api, database_url: str) -> None:
+    schedule_id = await create(api, greeting_body())
+    path = f"/v4/schedules/{schedule_id}/run"
+    first = await api.call("POST", path, headers={"Idempotency-Key": "daily"})
+    await fetch(database_url, "UPDATE triggered_runs SET created_at = created_at - interval '24 hours 1 second'")
+    second = await api.call("POST", path, headers={"Idempotency-Key": "daily"})
+    assert second.status == 202 and second.json["run_id"] != first.json["run_id"]
+    third = await api.call("POST", path, headers={"Idempotency-Key": "daily"})
+    assert third.json["run_id"] == second.json["run_id"]
