@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service import admin
+from service import admin, console
 from service.api import handlers, keys, middleware, ops, triggers
 from service.domain import credentials, dispatch
 from service.engine import backends, dispatcher
@@ -220,4 +220,6 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(handlers.routes)
     app.add_routes(triggers.routes)
     app.add_routes(ops.routes)
+    app.add_routes(console.routes)
+    app.on_response_prepare.append(console.add_security_headers)
     return app
