@@ -85,7 +85,7 @@ export async function taskView(context, id) {
       : h('ol', { class: 'fires' }, upcoming.fires.map((fire) => h('li', {},
         h('time', { datetime: fire.utc, title: `${wallTime(fire.utc, 'UTC')} UTC` }, fire.time),
         fire.wave ? ` wave ${fire.wave}` : ''))),
-    upcoming.fires.length ? h('p', { class: 'hint' }, `Times in ${upcoming.time_zone}; hover a time for UTC.`) : null);
+    upcoming.fires.length ? h('p', { class: 'hint' }, `Times in ${upcoming.time_zone}; hover a time for UTC.`) : '');
   }
 
   function drawHistory() {
