@@ -172,6 +172,15 @@ async def test_sign_in_then_create_a_one_time_and_a_cron_task_through_the_builde
     # A cron task: an expression that never fires is refused, beside the field the API's message names.
     await page.get_by_role("link", name="Tasks").first.click()
     await page.get_by_role("link", name="New task").click()
+    # Every mode of the builder previews: Recurring (by month, on the 15th), Interval, then Cron.
+    await page.get_by_role("radio", name="Recurring").check()
+    await expect(preview).to_have_count(5)
+    recurring = page.get_by_role("group", name="Recurring")
+    await recurring.get_by_label("Unit").select_option("month")
+    await recurring.get_by_role("checkbox", name="15", exact=True).check()
+    await expect(preview).to_have_text([re.compile(r"-15 09:00:00$")] * 5)
+    await page.get_by_role("radio", name="Interval").check()
+    await expect(preview).to_have_count(5)
     await page.get_by_role("radio", name="Cron").check()
     expression = page.get_by_label("Cron expression")
     await expression.fill("0 0 30 2 *")
