@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from service.api import keys
-from service.domain import errors, models, schedules, types
+from service.domain import errors, models, schedules, types, wirejson
 
 PAGE_SIZE = 50
 MAX_OFFSET = 2**62
@@ -151,7 +151,7 @@ def schedule_id_of(request: web.Request) -> types.ScheduleId:
 
 
 def ok(payload: Any) -> web.Response:
-    return web.json_response(payload, dumps=lambda value: json.dumps(value, ensure_ascii=False))
+    return web.Response(body=wirejson.dumps(payload), content_type="application/json", charset="utf-8")
 
 
 @routes.post("/v4/schedules")

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 
-from service.domain import errors
+from service.domain import errors, wirejson
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +74,10 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 
 async def register_json_codecs(connection: asyncpg.Connection) -> None:
+    """json and jsonb as Python values, through orjson with exact integers (service.domain.wirejson)."""
     for type_name in ("json", "jsonb"):
         await connection.set_type_codec(
-            type_name,
-            encoder=lambda value: json.dumps(value, ensure_ascii=False, separators=(",", ":")),
-            decoder=json.loads,
-            schema="pg_catalog",
+            type_name, encoder=wirejson.dumps_text, decoder=wirejson.loads, schema="pg_catalog"
         )
 
 
