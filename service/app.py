@@ -7,13 +7,15 @@ Start-up and shutdown order is the order of `cleanup_ctx`: the database comes up
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service import admin, console
+from service import admin, console, metrics, workerboard
 from service.api import handlers, keys, middleware, ops, triggers
 from service.domain import credentials, dispatch
 from service.engine import backends, dispatcher
@@ -143,7 +145,27 @@ async def drain(app: web.Application, timeout: float) -> bool:
     return await lifecycle.wait_idle(timeout)
 
 
-def create_app(settings: Settings) -> web.Application:
+# With workers: how often a worker posts a change of its readiness and publishes its pool's use.
+WORKER_POST_SECONDS = 0.5
+
+
+async def _post_worker_state(app: web.Application, seat: workerboard.Seat, stop: asyncio.Event) -> None:
+    """Keep this worker's entry on the board and its pool gauges current, until `stop`."""
+    posted = None
+    while not stop.is_set():
+        status = ops.own_problem(app) or workerboard.READY
+        if status != posted:
+            await asyncio.to_thread(seat.board.post, seat.index, os.getpid(), status)
+            posted = status
+        probes = app.get(keys.PROBES)
+        if probes is not None:
+            metrics.record_pool(probes.pool_usage())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), WORKER_POST_SECONDS)
+
+
+def create_app(settings: Settings, worker: workerboard.Seat | None = None) -> web.Application:
+    """The application; `worker` when it is one of `serve --workers N`'s processes."""
     app = web.Application(
         client_max_size=middleware.MAX_BODY_BYTES,
         middlewares=[middleware.observe_middleware, middleware.errors_middleware, middleware.auth_middleware],
@@ -204,17 +226,32 @@ def create_app(settings: Settings) -> web.Application:
         yield
         await engine.stop()
 
+    async def worker_context(app: web.Application) -> AsyncIterator[None]:
+        assert worker is not None
+        stop = asyncio.Event()
+        posting = asyncio.create_task(_post_worker_state(app, worker, stop), name="worker-board")
+        try:
+            yield
+        finally:
+            stop.set()
+            await posting
+
     async def mark_ready(app: web.Application) -> None:
         app[keys.LIFECYCLE].state = "ready"
 
     async def mark_draining(app: web.Application) -> None:
         # aiohttp's shutdown signal: the listener is closed and in-flight requests still run.
         app[keys.LIFECYCLE].state = "draining"
+        if worker is not None:
+            worker.board.post(worker.index, os.getpid(), "draining")
 
     # Order matters: the engine starts after the database and stops before it. cleanup_ctx runs first among
     # the startup handlers, so mark_ready runs once both are up.
     app.cleanup_ctx.append(database_context)
     app.cleanup_ctx.append(engine_context)
+    if worker is not None:
+        app[keys.WORKER_SEAT] = worker
+        app.cleanup_ctx.append(worker_context)
     app.on_startup.append(mark_ready)
     app.on_shutdown.append(mark_draining)
     app.add_routes(handlers.routes)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import http.client
 import json
 import logging
+import os
 import pathlib
 import signal
 import sys
@@ -18,7 +20,8 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from service import admin, logs
+from service import admin, logs, workerboard, workers
+from service import settings as settings_module
 from service.api.server import ServiceRunner
 from service.app import create_app, drain, open_database
 from service.domain import types
@@ -34,7 +37,17 @@ log = logging.getLogger(__name__)
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__, allow_abbrev=False)
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("serve", help="serve the API (the default)")
+    serve_command = commands.add_parser("serve", help="serve the API (the default)", allow_abbrev=False)
+    serve_command.add_argument(
+        "--workers",
+        type=settings_module.parse_workers,
+        default=None,
+        metavar="N",
+        help="serving processes sharing the port, or 'auto' for the cores given (default: WORKERS, 1)",
+    )
+    # Internal: how `serve --workers N` starts each of its workers (service.workers).
+    serve_command.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    serve_command.add_argument("--worker-board", type=pathlib.Path, default=None, help=argparse.SUPPRESS)
     commands.add_parser("migrate", help="apply pending migrations and exit")
     apps = commands.add_parser("apps", help="manage apps").add_subparsers(dest="apps_command", required=True)
     # No abbreviations: `--push-secret S` must be refused, not taken as `--push-secret-file S`.
@@ -162,23 +175,39 @@ async def _apps_change(settings: Settings, args: argparse.Namespace) -> None:
     print(json.dumps(await _with_database(settings, work)))
 
 
-async def serve(settings: Settings) -> None:
+async def _watch_parent(stop: asyncio.Event) -> None:
+    """A worker whose parent is gone (SIGKILLed) stops gracefully instead of serving on, unsupervised."""
+    parent = os.getppid()
+    while not stop.is_set():
+        if os.getppid() != parent:
+            log.warning("the parent process is gone: stopping", extra={"event": "orphaned"})
+            stop.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+
+
+async def serve(settings: Settings, worker: workerboard.Seat | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully.
 
     Stop: close the listener (no new connections), drain (requests in flight finish on their open
     connections, up to SHUTDOWN_TIMEOUT_SECONDS), then aiohttp's shutdown and the cleanup contexts in
     reverse: the engine hands back unfinished sends, the pool closes, the embedded PostgreSQL stops.
+
+    `worker`: this process is one of `serve --workers N`'s; it binds the port with SO_REUSEPORT beside the
+    others, and its database is the parent's (DATABASE_URL), which the parent stops.
     """
-    app = create_app(settings)
+    app = create_app(settings, worker)
     # observe_middleware logs every request with its route template and app key: no aiohttp access log.
     runner = ServiceRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    watching = None if worker is None else asyncio.create_task(_watch_parent(stop), name="watch-parent")
     try:
         await runner.setup()  # start-up: database, migrations, engine
-        site = web.TCPSite(runner, settings.host, settings.port)
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=worker is not None)
         await site.start()
         log.info(
             "serving on http://%s:%d",
@@ -194,6 +223,9 @@ async def serve(settings: Settings) -> None:
         if not drained:
             log.warning("shutdown timeout: cutting the requests still in flight")
     finally:
+        stop.set()
+        if watching is not None:
+            await watching
         await runner.cleanup()
     log.info(
         "stopped in %.2f s",
@@ -224,11 +256,20 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings()
     serving = args.command in (None, "serve")
+    worker = None
+    if serving and getattr(args, "workers", None) is not None:
+        settings = settings.model_copy(update={"workers": args.workers})
+    if serving and getattr(args, "worker", None) is not None:
+        worker = workerboard.Seat(args.worker, workerboard.Board(args.worker_board))
     # The server logs to stdout; the other commands print their results there, so their logs go to stderr.
-    logs.install(settings.log_level, sys.stdout if serving else sys.stderr, settings.log_format)
+    # A worker's lines say which worker (and process) wrote them: they share the parent's stdout.
+    fields = {} if worker is None else {"worker": worker.index, "pid": os.getpid()}
+    logs.install(settings.log_level, sys.stdout if serving else sys.stderr, settings.log_format, fields)
     try:
+        if serving and worker is None and settings.workers > 1:
+            return asyncio.run(workers.supervise(settings))
         if serving:
-            asyncio.run(serve(settings))
+            asyncio.run(serve(settings, worker))
         elif args.command == "healthcheck":
             return healthcheck(settings)
         elif args.command == "migrate":

@@ -35,10 +35,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def install(level: str, stream: TextIO, style: Literal["json", "text"] = "json") -> None:
-    """Send every log record to `stream`, one line each, replacing any handler installed before."""
+class _Fields(logging.Filter):
+    """Adds the same fields to every record (a worker's number and pid)."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        super().__init__()
+        self._fields = fields
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in self._fields.items():
+            setattr(record, key, value)
+        return True
+
+
+def install(
+    level: str, stream: TextIO, style: Literal["json", "text"] = "json", fields: dict[str, Any] | None = None
+) -> None:
+    """Send every log record to `stream`, one line each, replacing any handler installed before; `fields` are
+    added to every line."""
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter() if style == "json" else logging.Formatter(TEXT_FORMAT))
+    text_format = TEXT_FORMAT if not fields else TEXT_FORMAT.replace("%(name)s", "worker %(worker)s %(name)s")
+    handler.setFormatter(JsonFormatter() if style == "json" else logging.Formatter(text_format))
+    if fields:
+        handler.addFilter(_Fields(fields))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

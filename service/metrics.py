@@ -7,15 +7,26 @@ read is simply absent from that scrape instead of stale.
 
 Labels are bounded: routes are route templates (`/v4/schedules/{schedule_id}`, never an id), unknown paths
 share one label, and no label ever carries app data.
+
+With `serve --workers N` each worker is its own process: the parent sets PROMETHEUS_MULTIPROC_DIR before
+starting them, so prometheus_client keeps every counter and histogram in memory-mapped files there, and
+whichever worker answers a scrape sums every worker's files (dead workers' counts included: totals never go
+back). The pool gauges are kept per live worker and summed ('livesum'); the backlog is read from the shared
+database at scrape time, once, by the worker answering. The `process_*` and `python_*` series describe one
+process, so they are left out there rather than taken from whichever worker answered.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+from collections.abc import Iterable
 from typing import Any
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from service.domain import types
 
@@ -24,12 +35,16 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # The route label of a request no route matched (404, 405 on an unknown path).
 UNMATCHED_ROUTE = "unmatched"
 
+# Set by `serve --workers N` in each worker's environment; prometheus_client reads it when it is imported.
+MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
 # No `*_created` series: they double the output and no dashboard of ours reads them.
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in the library
 REGISTRY = CollectorRegistry(auto_describe=True)
-prometheus_client.ProcessCollector(registry=REGISTRY)
-prometheus_client.PlatformCollector(registry=REGISTRY)
-prometheus_client.GCCollector(registry=REGISTRY)
+if MULTIPROCESS_DIR is None:
+    prometheus_client.ProcessCollector(registry=REGISTRY)
+    prometheus_client.PlatformCollector(registry=REGISTRY)
+    prometheus_client.GCCollector(registry=REGISTRY)
 
 HTTP_REQUESTS = Counter(
     "push_http_requests",
@@ -101,29 +116,70 @@ def record_request(method: str, route: str, status: int, seconds: float) -> None
     _child(HTTP_LATENCY, method, route).observe(seconds)
 
 
+# Workers only: each worker's API pool, set at each scrape it answers and every second (service.app), summed over
+# the live workers; a dead worker's share goes with it (mark_process_dead).
+POOL_CONNECTIONS = Gauge(
+    "push_db_pool_connections",
+    "The workers' API database pool connections, by state (summed over the live workers).",
+    ["state"],
+    registry=None,
+    multiprocess_mode="livesum",
+)
+POOL_MAX_CONNECTIONS = Gauge(
+    "push_db_pool_max_connections",
+    "The pools' maximum sizes (DB_POOL_SIZE per worker, summed over the live workers).",
+    registry=None,
+    multiprocess_mode="livesum",
+)
+
+
+def record_pool(pool: types.PoolUsage) -> None:
+    """With workers: publish this worker's pool for the scrapes other workers answer."""
+    POOL_CONNECTIONS.labels("in_use").set(pool.size - pool.idle)
+    POOL_CONNECTIONS.labels("idle").set(pool.idle)
+    POOL_MAX_CONNECTIONS.set(pool.max_size)
+
+
+class _Scraped(Collector):
+    """Values read for one scrape, as metric families: never stored in a process's (or a worker's) files."""
+
+    def __init__(self, families: list[GaugeMetricFamily]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        return self._families
+
+
 def exposition(backlog: types.DueBacklog | None, pool: types.PoolUsage | None) -> bytes:
-    """The text of one scrape: the process's counters plus the values read for this scrape, when known."""
-    scraped = CollectorRegistry()
+    """The text of one scrape: the counters (this process's, or every worker's) plus the values read for this
+    scrape, when known."""
+    families = []
     if backlog is not None:
-        due = Gauge(
-            "push_due_backlog",
-            "Work due now and not yet done, by kind (read at scrape time).",
-            ["kind"],
-            registry=scraped,
+        due = GaugeMetricFamily(
+            "push_due_backlog", "Work due now and not yet done, by kind (read at scrape time).", labels=["kind"]
         )
-        due.labels("fires").set(backlog.fires)
-        due.labels("retries").set(backlog.retries)
-        due.labels("expired_leases").set(backlog.expired_leases)
+        due.add_metric(["fires"], backlog.fires)
+        due.add_metric(["retries"], backlog.retries)
+        due.add_metric(["expired_leases"], backlog.expired_leases)
+        families.append(due)
+    if MULTIPROCESS_DIR is not None:
+        if pool is not None:
+            record_pool(pool)
+        workers = CollectorRegistry()
+        multiprocess.MultiProcessCollector(workers, MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
+        scraped = CollectorRegistry()
+        scraped.register(_Scraped(families))
+        return prometheus_client.generate_latest(workers) + prometheus_client.generate_latest(scraped)
     if pool is not None:
-        connections = Gauge(
-            "push_db_pool_connections",
-            "This process's database pool connections, by state.",
-            ["state"],
-            registry=scraped,
+        connections = GaugeMetricFamily(
+            "push_db_pool_connections", "This process's database pool connections, by state.", labels=["state"]
         )
-        connections.labels("in_use").set(pool.size - pool.idle)
-        connections.labels("idle").set(pool.idle)
-        Gauge("push_db_pool_max_connections", "The pool's maximum size (DB_POOL_SIZE).", registry=scraped).set(
-            pool.max_size
+        connections.add_metric(["in_use"], pool.size - pool.idle)
+        connections.add_metric(["idle"], pool.idle)
+        families.append(connections)
+        families.append(
+            GaugeMetricFamily("push_db_pool_max_connections", "The pool's maximum size (DB_POOL_SIZE).", pool.max_size)
         )
+    scraped = CollectorRegistry()
+    scraped.register(_Scraped(families))
     return prometheus_client.generate_latest(REGISTRY) + prometheus_client.generate_latest(scraped)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import pathlib
 from typing import Literal
 
@@ -22,6 +24,9 @@ class Settings(BaseSettings):
     data_dir: pathlib.Path = Field(default=pathlib.Path(".data"), description="embedded database, demo credentials")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    workers: int = Field(
+        default=1, ge=1, le=256, description="serving processes sharing the port (SO_REUSEPORT); auto: the cores given"
+    )
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_timeout_seconds: float = Field(default=5.0, gt=0, description="connect, acquire and statement timeout")
     default_max_schedules: int = Field(default=1000, ge=0, description="cap of valid tasks for new apps")
@@ -88,6 +93,11 @@ class Settings(BaseSettings):
     )
     shutdown_timeout_seconds: float = Field(default=10, ge=0, description="SIGTERM: time to finish requests and sends")
 
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _auto_workers(cls, value: object) -> object:
+        return parse_workers(value) if isinstance(value, str) else value
+
     @field_validator("wave_offsets")
     @classmethod
     def _offsets_parse(cls, value: str) -> str:
@@ -110,3 +120,27 @@ class Settings(BaseSettings):
         if not parts:
             return timing.REAL_UTC_OFFSETS_MINUTES
         return tuple(sorted({timing.parse_offset(part) for part in parts}))
+
+
+def available_cores() -> int:
+    """The cores this process may use: its CPU affinity (a cpuset), capped by a cgroup v2 CPU quota
+    (`docker run --cpus 2`), which os.cpu_count() ignores: it counts the host's."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = pathlib.Path("/sys/fs/cgroup/cpu.max").read_text(encoding="ascii").split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    return max(1, min(cores, math.ceil(int(quota) / int(period))))
+
+
+def parse_workers(value: object) -> int:
+    """WORKERS and `serve --workers`: a number of processes, or `auto` for the cores given."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return available_cores()
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"workers: a number or 'auto', got {value!r}") from None

@@ -9,6 +9,7 @@ from typing import Literal
 
 from aiohttp import web
 
+from service import workerboard
 from service.domain import types
 from service.store import probes, schedules
 
@@ -104,6 +105,8 @@ class Lifecycle:
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 # How long /readyz and /metrics wait for the database before answering without it.
 PROBE_TIMEOUT = web.AppKey("probe_timeout", float)
+# With `serve --workers N`: this worker's number and the board where every worker posts its readiness.
+WORKER_SEAT = web.AppKey("worker_seat", workerboard.Seat)
 # Request-scoped: the authenticated app, set by the auth middleware.
 CURRENT_APP = web.RequestKey("current_app", types.App)
 

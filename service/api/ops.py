@@ -26,14 +26,28 @@ async def healthz(request: web.Request) -> web.Response:
     return _status("alive")
 
 
+def own_problem(app: web.Application) -> str | None:
+    """Why this process cannot take traffic now, the database aside ("starting", "draining", a loop down)."""
+    state = app[keys.LIFECYCLE].state
+    if state != "ready":
+        return state
+    for check in app[keys.HEALTH_CHECKS]:
+        problem = check()
+        if problem is not None:
+            return str(problem)
+    return None
+
+
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """Ready for traffic: started, not draining, the database answers and its migrations are current."""
-    state = request.app[keys.LIFECYCLE].state
-    if state != "ready":
-        return _status(state, 503)
-    for check in request.app[keys.HEALTH_CHECKS]:
-        problem = check()
+    """Ready for traffic: started, not draining, the database answers and its migrations are current; with
+    workers, every other worker says it is ready too (service.workerboard)."""
+    problem = own_problem(request.app)
+    if problem is not None:
+        return _status(problem, 503)
+    seat = request.app.get(keys.WORKER_SEAT)
+    if seat is not None:
+        problem = seat.board.first_not_ready(besides=seat.index)
         if problem is not None:
             return _status(problem, 503)
     try:

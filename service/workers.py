@@ -1,0 +1,193 @@
+"""`serve --workers N`: one parent process, N serving workers on one port.
+
+The parent does what must happen once: it starts the embedded PostgreSQL (when DATABASE_URL is unset), runs
+the migrations, checks PUSH_CREDENTIALS_KEY and creates the demo app. Then it starts N workers, each
+`python -m service serve --worker K` with DATABASE_URL set to the parent's database, so none of them starts a
+server or creates an app. Each worker is a whole replica (API and engine) and binds HOST:PORT with
+SO_REUSEPORT: the kernel spreads new connections over them. Replicas already share one database safely.
+
+The parent serves nothing itself. It
+- restarts a worker that dies, after a backoff that doubles while it keeps dying young (a crash loop does
+  not spin); the dead worker's leased runs are taken over when their leases run out, as a dead replica's;
+  a worker that fails on its very first start stops the whole service instead, as a single process would;
+- keeps the shared directories: PROMETHEUS_MULTIPROC_DIR (service.metrics) and the readiness board
+  (service.workerboard), marking a dead worker's gauges dead and its entry down;
+- on SIGTERM or SIGINT passes SIGTERM to every worker, waits for them to drain (each within its own
+  SHUTDOWN_TIMEOUT_SECONDS), stops the embedded PostgreSQL and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pathlib
+import shutil
+import signal
+import sys
+import tempfile
+
+from prometheus_client import multiprocess
+
+from service import workerboard
+from service.app import check_push_credentials_key, create_demo_app, open_database
+from service.settings import Settings
+from service.store import embedded, migrations
+from service.store.stores import Stores
+
+log = logging.getLogger(__name__)
+
+# A worker's restarts: the first after this, doubling while it keeps dying within STEADY_SECONDS, up to the max.
+RESTART_FIRST_SECONDS = 0.5
+RESTART_MAX_SECONDS = 30.0
+STEADY_SECONDS = 30.0
+# On top of a worker's own stop (drain, then the engine's stop: each up to SHUTDOWN_TIMEOUT_SECONDS) before
+# the parent kills it.
+STOP_MARGIN_SECONDS = 15.0
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-code).name}"
+    return f"exit {code}"
+
+
+async def prepare_database(settings: Settings) -> tuple[str, embedded.EmbeddedPostgres | None]:
+    """The once-only start-up: the database (started when embedded), migrated, the push key checked, the
+    demo app on an embedded database. The server is stopped again if any of it fails."""
+    dsn, server = await open_database(settings)
+    try:
+        await migrations.migrate(dsn)
+        stores = await Stores.open(dsn, api_pool_size=1, timeout=settings.db_timeout_seconds)
+        try:
+            await check_push_credentials_key(stores.schedules, settings)
+            if server is not None:
+                await create_demo_app(stores.schedules, settings)
+        finally:
+            await stores.close()
+    except BaseException:
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+        raise
+    return dsn, server
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, dsn: str, directory: pathlib.Path) -> None:
+        self.settings = settings
+        self.board = workerboard.Board(directory / "ready")
+        self.metrics_dir = directory / "metrics"
+        self.board.directory.mkdir()
+        self.metrics_dir.mkdir()
+        self.env = {**os.environ, "DATABASE_URL": dsn, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
+        self.processes: dict[int, asyncio.subprocess.Process] = {}
+        self.stopping = asyncio.Event()
+        self.failed_to_start: str | None = None
+
+    def stop(self) -> None:
+        """SIGTERM to every worker running; the worker loops then end instead of restarting."""
+        self.stopping.set()
+        for process in self.processes.values():
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+
+    async def run_worker(self, index: int) -> int:
+        """Worker `index`, restarted whenever it dies, until the service stops; its last exit code."""
+        loop = asyncio.get_running_loop()
+        young_deaths = 0
+        first_start = True
+        while True:
+            self.board.post(index, None, "starting")
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "service", "serve",
+                "--worker", str(index), "--worker-board", str(self.board.directory),
+                env=self.env,
+            )  # fmt: skip
+            self.processes[index] = process
+            if self.stopping.is_set():  # the stop came while it was being started
+                process.send_signal(signal.SIGTERM)
+            started = loop.time()
+            code = await process.wait()
+            multiprocess.mark_process_dead(process.pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
+            if self.stopping.is_set():
+                self.board.post(index, process.pid, f"stopped ({describe_exit(code)})")
+                return code
+            if first_start and code > 0 and self.board.status(index) == "starting":
+                # It never came up and gave up by itself (a port taken, a bad setting): a restart would fail
+                # the same way.
+                self.failed_to_start = f"worker {index} (pid {process.pid}) failed to start ({describe_exit(code)})"
+                log.error("%s: stopping", self.failed_to_start, extra={"event": "worker_failed_to_start"})
+                self.board.post(index, process.pid, f"failed to start ({describe_exit(code)})")
+                self.stop()
+                return code
+            first_start = False
+            young_deaths = 0 if loop.time() - started >= STEADY_SECONDS else young_deaths + 1
+            delay = min(RESTART_MAX_SECONDS, RESTART_FIRST_SECONDS * 2 ** max(young_deaths - 1, 0))
+            self.board.post(index, process.pid, f"down ({describe_exit(code)}), restarting")
+            log.warning(
+                "worker %d (pid %d) ended (%s); restarting it in %.1f s",
+                index,
+                process.pid,
+                describe_exit(code),
+                delay,
+                extra={"event": "worker_restart", "worker": index, "dead_pid": process.pid, "exit": code,
+                       "delay_seconds": delay},
+            )  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            if self.stopping.is_set():
+                return code
+
+    async def run(self, count: int) -> int:
+        """Start `count` workers and supervise them until SIGTERM or SIGINT; 0 when every one drained."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop)
+        log.info(
+            "starting %d workers on http://%s:%d",
+            count,
+            self.settings.host,
+            self.settings.port,
+            extra={"event": "workers_starting", "workers": count, "host": self.settings.host,
+                   "port": self.settings.port},
+        )  # fmt: skip
+        # Every entry is on the board before any worker asks it.
+        for index in range(count):
+            self.board.post(index, None, "starting")
+        seats = [asyncio.create_task(self.run_worker(index), name=f"worker-{index}") for index in range(count)]
+        await self.stopping.wait()
+        log.info("stopping: SIGTERM to every worker, waiting for them to drain", extra={"event": "stopping"})
+        limit = 2 * self.settings.shutdown_timeout_seconds + STOP_MARGIN_SECONDS
+        _, pending = await asyncio.wait(seats, timeout=limit)
+        if pending:
+            log.error("workers still running after %.0f s: killing them", limit, extra={"event": "workers_killed"})
+            for process in self.processes.values():
+                if process.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+            await asyncio.wait(pending)
+        codes = [seat.result() for seat in seats]
+        return 0 if not pending and self.failed_to_start is None and not any(codes) else 1
+
+
+async def supervise(settings: Settings) -> int:
+    """`serve --workers N` with N > 1: the process's exit code."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    dsn, server = await prepare_database(settings)
+    directory = pathlib.Path(tempfile.mkdtemp(prefix="push-service-workers-"))
+    try:
+        code = await Supervisor(settings, dsn, directory).run(settings.workers)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+    log.info(
+        "stopped after %.2f s",
+        loop.time() - started,
+        extra={"event": "stopped", "exit": code},
+    )
+    return code
