@@ -1,0 +1,171 @@
+"""`python -m service serve --workers 2`, the real processes: one parent, two workers on one port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pathlib
+import re
+import signal
+import sys
+from typing import Any
+
+import aiohttp
+import psutil
+
+from service import settings as settings_module
+from service import workerboard
+from tests.integration.conftest import future_time, schedule_body
+from tests.integration.test_cli_and_serve import (
+    ROOT,
+    _read_to_end,
+    basic,
+    cli_env,
+    free_port,
+    postgres_processes,
+)
+from tests.standin import StandIn
+from tests.waiting import eventually
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """One sample's value from Prometheus text, or None when it is absent."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    series = f"{name}{{{wanted}}}" if labels else name
+    match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
+    return None if match is None else float(match.group(1))
+
+
+def events(output: list[str], event: str) -> list[dict[str, Any]]:
+    return [entry for entry in map(json.loads, list(output)) if entry.get("event") == event]
+
+
+async def test_two_workers_share_the_port_the_metrics_and_the_readiness(tmp_path: pathlib.Path) -> None:
+    """Both workers answer; a task fires once; /metrics counts every worker's requests; a SIGKILLed worker is
+    restarted while /readyz says 503 naming it; SIGTERM to the parent drains both, stops PostgreSQL, exits 0."""
+    standin = StandIn()
+    await standin.start()
+    port = free_port()
+    data_dir = tmp_path / "data"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", "serve", "--workers", "2",
+        cwd=ROOT,
+        env=cli_env(
+            DATA_DIR=str(data_dir), PORT=str(port), PUSH_API_URL=standin.url, PUSH_REQUIRE_CREDENTIALS="false"
+        ),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    output: list[str] = []
+    reading = asyncio.create_task(_read_to_end(process.stdout, output))
+    base = f"http://127.0.0.1:{port}"
+    # A new connection for every request, so the kernel spreads them over the workers.
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+
+    async def readyz() -> tuple[int, str] | None:
+        try:
+            async with session.get(f"{base}/readyz") as response:
+                return response.status, (await response.json())["status"]
+        except aiohttp.ClientError:  # refused while no worker listens, or reset by a worker being killed
+            return None
+
+    try:
+        await eventually(readyz, "ready", until=lambda answer: answer == (200, "ready"), timeout=60)
+        # Once ready, the parent's PostgreSQL serves both; the workers started none of their own.
+        assert len(events(output, "serving")) == 2
+        assert len(events(output, "demo_app_created")) == 1
+        workers = psutil.Process(process.pid).children()
+        assert len(workers) == 2
+
+        # Both workers answer: each request's log line names the worker process that answered it.
+        for _ in range(40):
+            async with session.get(f"{base}/healthz") as response:
+                assert response.status == 200
+
+        def healthz_lines() -> list[dict[str, Any]]:
+            return [entry for entry in events(output, "request") if entry["route"] == "/healthz"]
+
+        lines = await eventually(healthz_lines, "the 40 request lines", until=lambda lines: len(lines) == 40)
+        pids = {entry["pid"] for entry in lines}
+        assert pids == {worker.pid for worker in workers}, "both workers answer"
+
+        # /metrics counts every worker's requests, whichever worker answers the scrape.
+        for _ in range(3):
+            async with session.get(f"{base}/metrics") as response:
+                text = await response.text()
+            assert metric(text, "push_http_requests_total", method="GET", route="/healthz", status="200") == 40
+        assert metric(text, "push_db_pool_max_connections") == 20  # DB_POOL_SIZE of each live worker
+        assert metric(text, "push_due_backlog", kind="fires") is not None  # read once, not once per worker
+        assert "process_resident_memory_bytes" not in text  # one process's figure: left out with workers
+
+        # A task created through one worker is sent once, by whichever engine planned it.
+        demo = json.loads((data_dir / "demo-app.json").read_text())
+        headers = basic(demo["app_key"], demo["master_secret"])
+        async with session.post(
+            f"{base}/v4/schedules", json=schedule_body(time=future_time(2)), headers=headers
+        ) as response:
+            assert response.status == 200, await response.text()
+
+        async def sent() -> float | None:
+            async with session.get(f"{base}/metrics") as response:
+                return metric(await response.text(), "push_runs_total", outcome="sent")
+
+        await eventually(sent, "the run recorded sent", until=lambda value: value == 1, timeout=20)
+        assert len(standin.deliveries) == 1, standin.deliveries
+
+        # SIGKILL one worker: the parent restarts it; /readyz answers 503 naming it until it is back.
+        killed = workers[1]
+        seen: list[tuple[int, str]] = []
+
+        async def ready_again() -> bool:
+            answer = await readyz()
+            if answer is not None and answer[0] == 503:
+                seen.append(answer)
+            return answer == (200, "ready") and len(seen) > 0
+
+        killed.send_signal(signal.SIGKILL)
+        await eventually(ready_again, "ready again after the restart", timeout=30)
+        assert all(re.fullmatch(r"worker \d( \(pid \d+\))?: .+", status) for _, status in seen), seen
+        assert any(status.startswith("worker 1") for _, status in seen), seen
+        [restart] = events(output, "worker_restart")
+        assert (restart["worker"], restart["dead_pid"], restart["exit"]) == (1, killed.pid, -signal.SIGKILL)
+        now = {worker.pid for worker in psutil.Process(process.pid).children()}
+        assert len(now) == 2 and killed.pid not in now and workers[0].pid in now
+        async with session.get(f"{base}/healthz") as response:
+            assert response.status == 200
+        async with session.get(f"{base}/metrics") as response:
+            text = await response.text()
+        # The dead worker's counts stay in the totals; its pool left with it, the new worker's came.
+        assert metric(text, "push_http_requests_total", method="GET", route="/healthz", status="200") == 41
+        assert metric(text, "push_db_pool_max_connections") == 20
+    finally:
+        await session.close()
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        returncode = await asyncio.wait_for(process.wait(), timeout=60)
+        await asyncio.wait_for(reading, timeout=5)
+        await standin.stop()
+    assert returncode == 0, "".join(output)
+    assert postgres_processes(data_dir) == [], "the embedded PostgreSQL outlived the service"
+    stopped = events(output, "stopped")
+    assert len(stopped) == 3 and stopped[-1]["exit"] == 0  # each worker's, then the parent's last
+    assert json.loads(output[-2])["message"] == "embedded PostgreSQL stopped"
+
+
+def test_workers_setting_takes_a_number_or_auto() -> None:
+    assert settings_module.Settings(workers="3").workers == 3
+    assert settings_module.Settings(workers="auto").workers == settings_module.available_cores() >= 1
+    assert settings_module.Settings().workers == 1
+
+
+def test_the_board_names_the_first_worker_not_ready(tmp_path: pathlib.Path) -> None:
+    board = workerboard.Board(tmp_path)
+    board.post(0, 100, "ready")
+    board.post(1, None, "starting")
+    assert board.first_not_ready() == "worker 1: starting"
+    assert board.first_not_ready(besides=1) is None
+    board.post(1, 101, "ready")
+    assert board.first_not_ready() is None
+    board.post(0, 100, "draining")
+    assert board.first_not_ready() == "worker 0 (pid 100): draining"
