@@ -3,7 +3,8 @@
 # Stage 1 installs the package and its dependencies (all wheels, no compiler) into a venv; stage 2 is the
 # slim runtime with that venv, the migrations, tini as PID 1 and an unprivileged user. Without DATABASE_URL
 # the embedded PostgreSQL keeps its files in the /data volume (single node); with it, the container is
-# stateless and any number of replicas may share that server.
+# stateless and any number of replicas may share that server. WORKERS=auto: one serving process per core the
+# container is given (its cpuset, or its --cpus quota), under one parent (README.md, "Workers").
 
 FROM python:3.11-slim AS builder
 ENV PIP_NO_CACHE_DIR=1 \
@@ -15,7 +16,8 @@ COPY service ./service
 RUN /opt/venv/bin/pip install --no-cache-dir .
 
 FROM python:3.11-slim
-# tini forwards SIGTERM to the service and reaps orphans (the embedded PostgreSQL's children included).
+# tini forwards SIGTERM to the service, which passes it to its workers, and reaps orphans (the embedded
+# PostgreSQL's children included).
 # The version is whatever the base image's Debian release ships, so it moves with security updates.
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -33,6 +35,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     HOST=0.0.0.0 \
     PORT=8080 \
+    WORKERS=auto \
     DATA_DIR=/data \
     SQL_DIR=/app/sql
 # Numeric, so an orchestrator can verify runAsNonRoot without reading /etc/passwd.

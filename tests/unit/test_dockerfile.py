@@ -114,6 +114,7 @@ def test_data_volume_settings_and_migrations_line_up() -> None:
     stage = final_stage()
     env = env_of(stage)
     assert env["HOST"] == "0.0.0.0" and env["DATA_DIR"] == "/data"
+    assert env["WORKERS"] == "auto", "the container uses the cores it is given"
     assert [arguments for name, arguments in stage if name == "VOLUME"] == ['["/data"]']
     assert [arguments for name, arguments in stage if name == "EXPOSE"] == [env["PORT"]]
     copies = [arguments.split() for name, arguments in stage if name == "COPY" and "--from" not in arguments]
