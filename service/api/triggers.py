@@ -48,11 +48,13 @@ def _run_id(request: web.Request) -> uuid.UUID:
         raise errors.ScheduleNotFound("run: no such run of this task") from None
 
 
-def _status(progress: types.RunProgress, location: str, triggering: keys.Triggering) -> web.Response:
+def _status(
+    progress: types.RunProgress, location: str, triggering: keys.Triggering, *, started: bool = False
+) -> web.Response:
     """The polling pattern: 200 with the outcome once every push ended; else 202 with where to look again
-    (Location) and when (Retry-After)."""
+    (Location) and when (Retry-After). `started`: the answer to the POST that started the run, always 202."""
     response = ok(progress.to_wire())
-    if not progress.ended:
+    if started or not progress.ended:
         response.set_status(202)
         response.headers["Location"] = triggering.url(location)
         response.headers["Retry-After"] = str(triggering.poll_seconds)
@@ -72,11 +74,7 @@ async def _started(
     progress = await request.app[keys.SCHEDULES].run_progress(app_key, schedule_id, run_id)
     if progress is None:  # purged meanwhile: only an Idempotency-Key's old run can be
         raise errors.ScheduleNotFound("run: no such run of this task")
-    response = ok(progress.to_wire())
-    response.set_status(202)
-    response.headers["Location"] = triggering.url(location)
-    response.headers["Retry-After"] = str(triggering.poll_seconds)
-    return response
+    return _status(progress, location, triggering, started=True)
 
 
 def _triggered_run_id(triggered: types.Triggered) -> uuid.UUID:
