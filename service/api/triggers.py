@@ -152,14 +152,17 @@ async def create_webhook(request: web.Request) -> web.Response:
 
 @routes.get("/v4/schedules/{schedule_id}/webhook")
 async def show_webhook(request: web.Request) -> web.Response:
-    """Whether the task has a webhook, and since when; never the token."""
+    """The task's webhook, and since when it exists; never the token. 404 when it has none: a revoked
+    webhook reads as gone, as a deleted resource does (what generated clients and schemathesis expect)."""
     app = keys.current_app(request)
     schedule_id = schedule_id_of(request)
     schedule = await request.app[keys.SCHEDULES].get_schedule(app.app_key, schedule_id, now_utc())
     if schedule is None:
         raise errors.ScheduleNotFound()
     made = schedule.webhook_created_at
-    return ok({"schedule_id": str(schedule_id), "exists": made is not None, "created_at": types.wire_instant(made)})
+    if made is None:
+        raise errors.ScheduleNotFound("The schedule has no webhook: create one with POST on the same path.")
+    return ok({"schedule_id": str(schedule_id), "exists": True, "created_at": types.wire_instant(made)})
 
 
 @routes.delete("/v4/schedules/{schedule_id}/webhook")

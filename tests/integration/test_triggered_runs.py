@@ -323,7 +323,8 @@ async def make_hook(api: Api, schedule_id: str) -> dict[str, Any]:
 async def test_a_webhook_is_made_shown_rotated_and_revoked(api: Api, database_url: str) -> None:
     schedule_id = await create(api, greeting_body())
     path = f"/v4/schedules/{schedule_id}/webhook"
-    assert (await api.call("GET", path)).json == {"schedule_id": schedule_id, "exists": False, "created_at": None}
+    none = await api.call("GET", path)
+    assert (none.status, none.error_code) == (404, 28104) and "no webhook" in none.json["error"]["message"]
     made = await make_hook(api, schedule_id)
     token = made["token"]
     assert token.startswith("whk_") and len(token) == 47
@@ -338,6 +339,7 @@ async def test_a_webhook_is_made_shown_rotated_and_revoked(api: Api, database_ur
     assert (await api.call("POST", f"/hooks/{rotated['token']}", auth=None)).status == 200
     revoked = await api.call("DELETE", path)
     assert revoked.json == {"schedule_id": schedule_id, "exists": False}
+    assert (await api.call("GET", path)).status == 404  # revoked reads as gone, as a deleted resource does
     gone = await api.call("POST", f"/hooks/{rotated['token']}", auth=None)
     assert (gone.status, gone.error_code) == (404, 28104)
     assert (await api.call("POST", "/hooks/whk_short", auth=None)).status == 404

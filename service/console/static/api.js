@@ -116,8 +116,10 @@ export class Api {
   runNow(id) {
     return this.call('POST', `v4/schedules/${encodeURIComponent(id)}/run`);
   }
+  // The task's webhook state; the API answers 404 when it has none (the task itself exists: it was just read).
   webhook(id) {
-    return this.call('GET', `v4/schedules/${encodeURIComponent(id)}/webhook`).then((a) => a.json);
+    return this.call('GET', `v4/schedules/${encodeURIComponent(id)}/webhook`).then((a) => a.json,
+      (error) => { if (error.status === 404) return { exists: false }; throw error; });
   }
   createWebhook(id) {
     return this.call('POST', `v4/schedules/${encodeURIComponent(id)}/webhook`).then((a) => a.json);
