@@ -36,7 +36,11 @@ def free_port() -> int:
 
 
 def machine() -> str:
-    return f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, {dt.date.today()}"
+    workers = os.environ.get("WORKERS", "1")  # the service's processes (serve --workers), passed through
+    return (
+        f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, {dt.date.today()},"
+        f" WORKERS={workers}"
+    )
 
 
 def percentiles(values_ms: list[float]) -> dict[str, float]:
@@ -56,6 +60,19 @@ async def _wait_http(url: str, timeout: float = 60) -> None:
                         return
             await asyncio.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
+
+
+def service_processes(pid: int) -> list[psutil.Process]:
+    """A service process and its workers (`serve --workers N` starts N children; one worker runs alone)."""
+    parent = psutil.Process(pid)
+    return [parent, *parent.children(recursive=True)]
+
+
+def worker_rss_mib(pid: int) -> list[float]:
+    """The resident memory of each process that serves: the workers, or the one process when it has none."""
+    parent = psutil.Process(pid)
+    serving = parent.children(recursive=True) or [parent]
+    return [round(process.memory_info().rss / 2**20, 1) for process in serving]
 
 
 def _is_standin(process: subprocess.Popen[bytes]) -> bool:
@@ -140,7 +157,8 @@ class Bench:
         for process in self.processes:
             with contextlib.suppress(psutil.Error):
                 part = "standin" if _is_standin(process) else "service"
-                groups[part].append(psutil.Process(process.pid))
+                # With WORKERS > 1 the service process is the parent and its workers do the work.
+                groups[part].extend(service_processes(process.pid))
         postmaster = self.pg.pgdata / "postmaster.pid"
         with contextlib.suppress(OSError, ValueError, psutil.Error):
             server = psutil.Process(int(postmaster.read_text().split()[0]))

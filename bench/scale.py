@@ -18,9 +18,8 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import psutil
 
-from bench.harness import UTC, Bench, machine
+from bench.harness import UTC, Bench, machine, worker_rss_mib
 from service.store import database
 from service.store.queries import SQL
 
@@ -129,7 +128,8 @@ async def measure(bench: Bench, auth: str, schedule_id: str, service_pid: int) -
                 for key in SORTS
                 for direction in ("", "-")
             },
-            "service_rss_mib": round(psutil.Process(service_pid).memory_info().rss / 2**20, 1),
+            # Per serving process: one number with WORKERS=1, one per worker (the parent serves nothing) else.
+            "service_rss_mib": worker_rss_mib(service_pid),
         }
 
 
