@@ -34,6 +34,7 @@ async def run_local(count: int, lead_seconds: float, engines: int, profile: str 
             raise SystemExit("setting up took longer than --lead; raise it")
         connection = await asyncpg.connect(bench.dsn)
         try:
+            writes_before = await _writes(connection)
             cpu_before = await _cpu_at(bench, due, profile)
             sent = 0
             while time.time() < due.timestamp() + 300:
@@ -44,6 +45,8 @@ async def run_local(count: int, lead_seconds: float, engines: int, profile: str 
             last = await connection.fetchval("SELECT max(sent_at) FROM runs WHERE state = 'sent'")
             cpu = _cpu_used(cpu_before, bench.cpu_seconds())
             planned = await connection.fetchval("SELECT count(*) FROM runs")
+            await asyncio.sleep(1.5)  # backends flush their table counters at most once a second
+            writes = _per_run(writes_before, await _writes(connection), count)
         finally:
             await connection.close()
     return {
@@ -55,6 +58,7 @@ async def run_local(count: int, lead_seconds: float, engines: int, profile: str 
         "runs_sent": sent,
         "last_recorded_after_due_s": round((last - due).total_seconds(), 3) if last else None,
         "cpu_seconds_from_due_until_done": cpu,
+        "writes_per_run": writes,
     }
 
 
@@ -94,6 +98,25 @@ async def run(count: int, lead_seconds: float, engines: int, profile: str | None
         "lateness_ms": percentiles([(arrival - due.timestamp()) * 1000 for arrival in arrivals]),
         "cpu_seconds_from_due_until_done": cpu,
     }
+
+
+async def _writes(connection: object) -> dict[str, float]:
+    """What the database has written so far: WAL bytes, and row inserts and updates (HOT or not) per table."""
+    row = await connection.fetchrow(  # type: ignore[attr-defined]
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') AS wal,"
+        " (SELECT jsonb_object_agg(relname, jsonb_build_object('inserts', n_tup_ins, 'updates', n_tup_upd,"
+        "  'hot_updates', n_tup_hot_upd)) FROM pg_stat_user_tables WHERE relname IN ('schedules', 'runs')) AS rows"
+    )
+    counts = json.loads(row["rows"])
+    out = {"wal_bytes": float(row["wal"])}
+    for table, figures in counts.items():
+        out.update({f"{table}_{name}": float(value) for name, value in figures.items()})
+    return out
+
+
+def _per_run(before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, float]:
+    """Each write counter's growth over the burst, per run (the 0.2 s polling's reads write nothing)."""
+    return {name: round((after[name] - before.get(name, 0.0)) / runs, 2) for name in after}
 
 
 async def _cpu_at(bench: Bench, due: dt.datetime, profile: str | None) -> dict[str, float]:

@@ -9,6 +9,7 @@ import datetime as dt
 import os
 import pathlib
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -195,3 +196,6 @@ class Bench:
             except subprocess.TimeoutExpired:
                 process.kill()
         await asyncio.to_thread(self.pg.stop)
+        # The run's database and logs: 1-2 GB after a 100k burst. Left behind, a morning of runs filled the disk.
+        if not os.environ.get("BENCH_KEEP_WORKDIR"):
+            await asyncio.to_thread(shutil.rmtree, self.workdir, True)
