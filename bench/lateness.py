@@ -11,15 +11,19 @@ import asyncio
 import base64
 import datetime as dt
 import json
+import pathlib
 
 import aiohttp
 
 from bench.harness import UTC, Bench, machine, percentiles
 
 
-async def run(count: int) -> dict[str, object]:
+async def run(count: int, service_log: str | None) -> dict[str, object]:
     async with Bench() as bench:
-        await bench.start_service()
+        if service_log:  # every dispatch line, with its lateness as the service measured it
+            await bench.start_service(pathlib.Path(service_log), LOG_LEVEL="INFO")
+        else:
+            await bench.start_service()
         app = await bench.new_app()
         auth = base64.b64encode(f"{app.app.app_key}:{app.master_secret}".encode()).decode()
         first_due = dt.datetime.now(UTC).replace(microsecond=0) + dt.timedelta(seconds=3)
@@ -51,8 +55,9 @@ async def run(count: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=120)
+    parser.add_argument("--service-log", metavar="FILE", help="the service's log, at INFO, goes to FILE")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.count)), indent=2))
+    print(json.dumps(asyncio.run(run(args.count, args.service_log)), indent=2))
 
 
 if __name__ == "__main__":
