@@ -1,7 +1,8 @@
 """What the cap's count costs a create: the SQL function create_schedule called straight (no HTTP, no Python
 validation), sequentially for an app already holding `--stored` tasks, then from 32 connections at once for one
-app and for 50 apps. create_schedule counts the app's valid tasks under the app's row lock, so its cost grows with
-the app. Run it from a worktree holding another create_schedule to compare (bench/README, "The cap's count").
+app and for 50 apps. Until sql/0011 create_schedule counted the app's valid tasks under the app's row lock, so its
+cost grew with the app; now it counts only when the app's bound reaches its cap. Run it from a worktree holding
+another create_schedule to compare (bench/README, "The cap's count").
 
     .venv/bin/python -m bench.create_cap --stored 20000
 """

@@ -38,7 +38,7 @@ SELECT count(*) FROM apps;
 
 -- name: create_schedule
 -- Lock the app, check cid and cap, insert, notify: one round trip (sql/0003_create_in_one_round_trip.sql;
--- its current form is sql/0010's).
+-- its current form is sql/0011's, which counts only when the app's bound reaches its cap).
 SELECT outcome, id, name, valid, cap
 FROM create_schedule($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19);
 

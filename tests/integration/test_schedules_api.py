@@ -9,6 +9,7 @@ import zoneinfo
 
 import pytest
 
+from tests.bulk import bulk_schedules
 from tests.integration.conftest import Api, Service, fetch, future_time, schedule_body, sent_msg_ids
 from tests.waiting import eventually
 
@@ -178,6 +179,31 @@ async def test_cap_counts_valid_tasks_only(service: Service) -> None:
     listed = await capped.list()
     assert expired_id not in [item["schedule_id"] for item in listed.json["schedules"]]
     capped.check_against_spec()
+
+
+async def test_a_deleted_task_frees_its_place_under_the_cap(service: Service) -> None:
+    """A create below its app's bound does not count the app (sql/0011); a deletion leaves the bound high, so the
+    create past it must count and find the place free."""
+    capped = await service.new_app(max_schedules=2)
+    first = await capped.create(schedule_body())
+    assert (await capped.create(schedule_body())).status == 200
+    assert (await capped.create(schedule_body())).status == 400
+    assert (await capped.delete(first.json["schedule_id"])).status == 200
+    assert (await capped.create(schedule_body())).status == 200
+    refused = await capped.create(schedule_body())
+    assert refused.json["error"] == {"code": 28100, "message": "schedule: the app already has 2 valid tasks, its cap is 2"}
+
+
+async def test_the_cap_holds_for_tasks_inserted_outside_the_api(service: Service, database_url: str) -> None:
+    """The bound that spares a create the count grows with every insert into schedules (sql/0011's trigger), not
+    only with the API's creates: tasks loaded in bulk still count against the cap."""
+    capped = await service.new_app(max_schedules=5)
+    for _ in range(2):
+        assert (await capped.create(schedule_body())).status == 200
+    tomorrow = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    await bulk_schedules(database_url, capped.auth.app_key, tomorrow, 3)
+    refused = await capped.create(schedule_body())
+    assert refused.json["error"] == {"code": 28100, "message": "schedule: the app already has 5 valid tasks, its cap is 5"}
 
 
 async def test_list_pages_oldest_first(api: Api) -> None:
