@@ -164,17 +164,21 @@ SELECT outcome, run_id, retry_after FROM trigger_run($1, $2, $3, $4, $5::jsonb[]
 -- of 1,000 pushes; now the run's 1,000 and its task's row). Errors and msg_ids in parameter-set order.
 SELECT count(*) AS total,
        count(*) FILTER (WHERE r.state = 'sent') AS sent,
-       count(*) FILTER (WHERE r.state IN ('failed', 'missed', 'skipped', 'cancelled')) AS failed,
+       count(*) FILTER (WHERE r.ended_unsent) AS failed,
        min(r.next_attempt_at) FILTER (WHERE r.state = 'pending') AS next_attempt_at,
        min(r.due_at) AS started_at,
        max(r.finished_at) AS finished_at,
        coalesce(array_agg(r.msg_id ORDER BY r.trigger_item) FILTER (WHERE r.state = 'sent'), '{}') AS msg_ids,
        coalesce(array_agg(coalesce(r.trigger_item, 0) ORDER BY r.trigger_item)
-                FILTER (WHERE r.state IN ('failed', 'missed', 'skipped', 'cancelled')), '{}') AS error_sets,
+                FILTER (WHERE r.ended_unsent), '{}') AS error_sets,
        coalesce(array_agg(coalesce(r.error, r.state) ORDER BY r.trigger_item)
-                FILTER (WHERE r.state IN ('failed', 'missed', 'skipped', 'cancelled')), '{}') AS errors,
+                FILTER (WHERE r.ended_unsent), '{}') AS errors,
        (SELECT t.source FROM triggered_runs t WHERE t.id = (array_agg(r.trigger_id))[1]) AS source
-FROM (SELECT * FROM runs WHERE trigger_id = $1 UNION ALL SELECT * FROM runs WHERE id = $1) AS r
+FROM (
+    -- A push that ended without being sent, named once for the three aggregates that count or list them.
+    SELECT u.*, u.state IN ('failed', 'missed', 'skipped', 'cancelled') AS ended_unsent
+    FROM (SELECT * FROM runs WHERE trigger_id = $1 UNION ALL SELECT * FROM runs WHERE id = $1) AS u
+) AS r
 JOIN schedules s ON s.id = r.schedule_id
 WHERE r.schedule_id = $2 AND s.app_key = $3 AND s.state <> 'deleted';
 
