@@ -39,8 +39,9 @@ CREATE TRIGGER schedules_raise_cap_bounds
 
 -- create_schedule (sql/0010) again, the same signature and steps, the count only when the bound reaches the cap.
 -- Concurrent creates of one app are serialized by the app's row lock, so the bound they read is the one the
--- previous create left. (A bulk insert outside create_schedule, racing with a create's count, could be missed
--- by the count and then overwritten; only tests and benchmarks insert so.)
+-- previous create left. Any other insert of the app's tasks holds the app's row too, until it commits (the
+-- foreign key's KEY SHARE lock, which FOR UPDATE waits for), so a create never reads a bound, nor counts,
+-- while such an insert is in flight (tests/integration/test_schedules_api.py, an insert still in flight).
 CREATE OR REPLACE FUNCTION create_schedule(
     p_id uuid,
     p_app_key text,

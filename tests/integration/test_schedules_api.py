@@ -7,6 +7,7 @@ import datetime as dt
 import uuid
 import zoneinfo
 
+import asyncpg
 import pytest
 
 from tests.bulk import bulk_schedules
@@ -203,6 +204,33 @@ async def test_the_cap_holds_for_tasks_inserted_outside_the_api(service: Service
     tomorrow = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
     await bulk_schedules(database_url, capped.auth.app_key, tomorrow, 3)
     refused = await capped.create(schedule_body())
+    assert refused.json["error"] == {"code": 28100, "message": "schedule: the app already has 5 valid tasks, its cap is 5"}
+
+
+async def test_a_create_waits_for_an_insert_of_its_app_still_in_flight(service: Service, database_url: str) -> None:
+    """An insert not yet committed holds its app's row (the foreign key's KEY SHARE lock), which a create's FOR
+    UPDATE waits for: the create then reads the bound that insert raised. Read before the commit, the bound (2)
+    would let a sixth task in."""
+    capped = await service.new_app(max_schedules=5)
+    for _ in range(2):
+        assert (await capped.create(schedule_body())).status == 200
+    tomorrow = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    connection = await asyncpg.connect(database_url)
+    try:
+        async with connection.transaction():
+            await connection.execute(
+                "INSERT INTO schedules (id, app_key, name, enabled, trigger, push, next_fire_at, final_fire_at, kind, "
+                "zone_type, time_zone) "
+                "SELECT gen_random_uuid(), $1, 'bulk', true, '{}', '{}', $2, $2, 'single', 1, 'UTC' "
+                "FROM generate_series(1, 3)",
+                capped.auth.app_key, tomorrow,
+            )  # fmt: skip
+            create = asyncio.create_task(capped.create(schedule_body()))
+            waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%create_schedule%'"
+            await eventually(lambda: connection.fetchval(waiting), what="the create waits for the insert's commit")
+        refused = await create
+    finally:
+        await connection.close()
     assert refused.json["error"] == {"code": 28100, "message": "schedule: the app already has 5 valid tasks, its cap is 5"}
 
 
