@@ -6,6 +6,7 @@ import math
 import os
 import pathlib
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -105,12 +106,14 @@ class Settings(BaseSettings):
             timing.parse_offset(part)
         return value
 
-    @field_validator("public_base_url")
+    @field_validator("public_base_url", "push_api_url")
     @classmethod
     def _absolute_http_url(cls, value: str | None) -> str | None:
+        """An http(s) URL with a host, refused at start-up rather than found wrong at the first push."""
         if value is None or value == "":
             return None
-        if not value.startswith(("http://", "https://")) or "?" in value or "#" in value:
+        http = value.startswith(("http://", "https://")) and bool(urlsplit(value).hostname)
+        if not http or "?" in value or "#" in value:
             raise ValueError(f"must be an http(s) URL without query or fragment, got {value!r}")
         return value.rstrip("/")
 

@@ -7,7 +7,8 @@ integers past 64 bits. A push may carry any JSON number, and is stored and sent 
 - encoding such an integer, orjson refuses: `json` encodes it instead;
 - decoding, orjson would turn it into a float (precision lost): text with a run of 20 or more digits (every
   integer past 64 bits has one) is decoded by `json` instead. Such text is rare (a long digit string inside a
-  string value takes the same, slower, path, with the same result).
+  string value takes the same, slower, path, with the same result). Text orjson refuses (an escaped lone
+  surrogate, which `json` reads) is decoded by `json` too.
 Request bodies are still read by `json` (service.api.handlers): its errors name what is wrong, and a body is
 read once.
 """
@@ -41,4 +42,9 @@ def loads(text: str | bytes) -> Any:
     probe = text.decode("utf-8") if isinstance(text, bytes) else text
     if _LONG_DIGITS.search(probe):
         return json.loads(probe)
-    return orjson.loads(text)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        # orjson refuses some text `json` reads, such as an escaped lone surrogate ("\\ud800") that a push API
+        # may put in a msg_id: `json` decides, and raises its own ValueError on text that is not JSON at all.
+        return json.loads(probe)

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import json
 import logging
 import os
 import time
 from typing import Any, Protocol
 
-import aiohttp
-
-from service.domain import credentials, dispatch, params, timing, types
+from service.domain import credentials, dispatch, params, timing, types, wirejson
+from service.engine import pushclient
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +79,8 @@ NO_PUSH_CREDENTIALS = (
 
 
 class HttpBackend:
-    """POST {url}/v4/push with the app's push credentials, pooled connections and a per-send timeout."""
+    """POST {url}/v4/push with the app's push credentials, over kept-alive connections (service.engine.pushclient)
+    and a per-send timeout."""
 
     def __init__(
         self,
@@ -93,31 +92,26 @@ class HttpBackend:
         require_credentials: bool,
     ) -> None:
         self._url = base_url.rstrip("/") + "/v4/push"
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._timeout = timeout_seconds
         self._concurrency = concurrency
         self._credentials_key = credentials_key
         self._require_credentials = require_credentials
-        self._session: aiohttp.ClientSession | None = None
+        self._client: pushclient.PushClient | None = None
         self._authorization: dict[bytes, str] = {}
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self._concurrency, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self._timeout,
-            json_serialize=lambda value: json.dumps(value, ensure_ascii=False, separators=(",", ":")),
-        )
+        self._client = pushclient.PushClient(self._url, limit=self._concurrency)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._client is not None:
+            await self._client.close()
 
-    def _headers(self, run: types.RunToSend) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
+    def _headers(self, run: types.RunToSend) -> list[tuple[str, str]]:
+        headers = []
         if run.utc_offset_minutes is not None:
-            headers[OFFSET_HEADER] = timing.format_offset(run.utc_offset_minutes)
+            headers.append((OFFSET_HEADER, timing.format_offset(run.utc_offset_minutes)))
         if run.push_key and run.push_secret_encrypted:
-            headers["Authorization"] = self._basic_auth(run.push_key, run.push_secret_encrypted)
+            headers.append(("Authorization", self._basic_auth(run.push_key, run.push_secret_encrypted)))
         return headers
 
     def _basic_auth(self, push_key: str, encrypted: bytes) -> str:
@@ -131,7 +125,7 @@ class HttpBackend:
         return cached
 
     async def send(self, run: types.RunToSend) -> tuple[dispatch.SendOutcome, dict[str, Any] | None]:
-        assert self._session is not None, "HttpBackend.start() was not awaited"
+        assert self._client is not None, "HttpBackend.start() was not awaited"
         if self._require_credentials and not (run.push_key and run.push_secret_encrypted):
             # Many tenants share this push API: a push with no Authorization would go out as nobody's, or as
             # whoever the push API takes an unauthenticated caller for. Failed at once: no retry can help.
@@ -143,25 +137,21 @@ class HttpBackend:
             # run's: retried, by this replica later or by another one that has the key.
             return dispatch.SendOutcome("retry", error=str(exc)), None
         try:
-            # No redirect is followed: the push API answers itself, and a redirect (to another host, or from
-            # http to https) is a configuration to fix, not a place to send an app's credentials to.
-            async with self._session.post(
-                self._url, json=outgoing_push(run), headers=headers, allow_redirects=False
-            ) as response:
-                # At most MAX_ANSWER_BYTES are read: an answer is a small JSON object, and a push API that sends
-                # more must not cost this process its memory.
-                raw = await response.content.read(MAX_ANSWER_BYTES)
-                text = raw.decode("utf-8", "replace")
-                try:
-                    payload: Any = json.loads(text)
-                except ValueError:
-                    payload = text
-                now = dt.datetime.now(dt.timezone.utc)
-                return (
-                    dispatch.classify_response(response.status, payload, response.headers.get("Retry-After"), now),
-                    None,
-                )
+            # No redirect is followed (the client follows none): the push API answers itself, and a redirect (to
+            # another host, or from http to https) is a configuration to fix, not a place to send an app's
+            # credentials to. At most MAX_ANSWER_BYTES of the answer are read: an answer is a small JSON object,
+            # and a push API that sends more must not cost this process its memory.
+            answer = await self._client.post(
+                wirejson.dumps(outgoing_push(run)), headers, timeout=self._timeout, max_answer_bytes=MAX_ANSWER_BYTES
+            )
         except TimeoutError:
-            return dispatch.SendOutcome("retry", error=f"timed out after {self._timeout.total}s"), None
-        except aiohttp.ClientError as exc:
-            return dispatch.SendOutcome("retry", error=f"connection error: {exc!r}"[:1000]), None
+            return dispatch.SendOutcome("retry", error=f"timed out after {self._timeout}s"), None
+        except pushclient.PushConnectionError as exc:
+            return dispatch.SendOutcome("retry", error=f"connection error: {exc}"[:1000]), None
+        text = answer.body.decode("utf-8", "replace")
+        try:
+            payload: Any = wirejson.loads(text)
+        except ValueError:
+            payload = text
+        now = dt.datetime.now(dt.timezone.utc)
+        return dispatch.classify_response(answer.status, payload, answer.headers.get("retry-after"), now), None

@@ -34,3 +34,11 @@ def test_integers_past_64_bits_are_encoded_and_decoded_exactly() -> None:
 
 def test_non_ascii_is_written_as_is_and_compact() -> None:
     assert wirejson.dumps({"a": "é", "b": [1, 2]}) == '{"a":"é","b":[1,2]}'.encode()
+
+
+def test_text_orjson_refuses_is_read_as_json_reads_it() -> None:
+    """A push API's answer may escape a lone surrogate, which orjson refuses and `json` reads."""
+    assert wirejson.loads('{"msg_id": "id-1\\u0000\\ud800"}') == {"msg_id": "id-1\x00\ud800"}
+    assert wirejson.loads(b'{"msg_id": "\\ud800"}') == {"msg_id": "\ud800"}
+    with pytest.raises(ValueError, match="Expecting value"):
+        wirejson.loads("not json")

@@ -1,0 +1,258 @@
+"""A small HTTP/1.1 client for the one URL the service posts pushes to: keep-alive connections in a pool, each
+request written as one buffer, each answer parsed by httptools (llhttp, the parser of Node.js).
+
+Why not aiohttp's ClientSession, which sent the pushes before: a push is one small POST to one origin, and the
+session's general request path (cookies, tracing, URL joining, header multidicts, payload objects, response
+objects) cost about three times this client's CPU per push: 10k posts to the stand-in took 1.3-1.7 CPU-s with a
+ClientSession and 0.5 with this client (bench/README "A push client below ClientSession"). In a burst that CPU
+is taken from the push API sharing the machine, and from the next pushes.
+
+What it does not do, on purpose: redirects (a push API answers itself: service.engine.backends), proxies,
+compression, HTTP/2. What it does, as a production client must: TLS with the system's trust store, answers
+framed by Content-Length, chunked or by the connection's close, a cap on the answer kept, one total timeout per
+request (waiting for a connection included, as aiohttp's `total`), idle connections dropped after
+KEEPALIVE_SECONDS, and a connection never reused once anything went wrong on it (an error, a timeout, a
+cancellation, an answer cut at the cap, `Connection: close`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import urllib.parse
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import httptools
+
+# An idle connection is dropped after this long: a push API closes idle connections too (often after 5 to 75
+# s), and reusing one it is closing loses the push's attempt to a connection error. aiohttp's default.
+KEEPALIVE_SECONDS = 15.0
+USER_AGENT = "push-schedule-service"
+
+
+class Answer(NamedTuple):
+    status: int
+    headers: dict[str, str]  # names in lower case; a repeated header keeps its last value
+    body: bytes  # at most the request's max_answer_bytes
+
+
+class PushConnectionError(Exception):
+    """The exchange failed before a whole answer arrived: refused, reset, closed early, or not HTTP."""
+
+
+class _Connection(asyncio.Protocol):
+    """One connection, one exchange at a time. The pool hands it out; `exchange` writes the request and waits
+    for the answer, which the parser's callbacks assemble."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._answer: asyncio.Future[Answer] | None = None
+        self._parser: httptools.HttpResponseParser | None = None
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._max_body = 0
+        self._status = 0
+        self._framed_by_close = False
+        self.reusable = False
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # A request is one small write: without this, Nagle's algorithm holds a write back for the ACK of the
+            # previous one, tens of milliseconds each.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.reusable = False
+        if self._waiting():
+            if self._framed_by_close:  # an answer without a length ends where its connection does
+                self._finish()
+            else:
+                self._fail(PushConnectionError(f"the push API closed the connection before its answer ended ({exc!r})"))
+
+    def data_received(self, data: bytes) -> None:
+        if not self._waiting() or self._parser is None:
+            # Bytes no request asked for: whatever this connection carries next cannot be trusted.
+            self.reusable = False
+            self.close()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(PushConnectionError(f"the push API's answer is not HTTP/1.1: {exc}"))
+
+    # httptools' callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None
+        self._status = self._parser.get_status_code()
+        chunked = "chunked" in self._headers.get("transfer-encoding", "").lower()
+        self._framed_by_close = "content-length" not in self._headers and not chunked
+
+    def on_body(self, chunk: bytes) -> None:
+        if not self._waiting():
+            return
+        room = self._max_body - self._body_size
+        if len(chunk) >= room:
+            # The cap: the rest is not read, so the connection cannot carry another exchange.
+            self._body.append(chunk[:room])
+            self._body_size += room
+            self.reusable = False
+            self._finish()
+            return
+        self._body.append(chunk)
+        self._body_size += len(chunk)
+
+    def on_message_complete(self) -> None:
+        assert self._parser is not None
+        if not self._waiting():  # the answer was cut at the cap already
+            return
+        if 100 <= self._status < 200:  # an interim answer (100 Continue): the real one follows
+            self._headers, self._body, self._body_size = {}, [], 0
+            return
+        self.reusable = self._parser.should_keep_alive() and not self.closed
+        self._finish()
+
+    # the exchange
+
+    async def exchange(self, request: bytes, max_answer_bytes: int) -> Answer:
+        assert self.transport is not None
+        if self.closed or self.transport.is_closing():
+            raise PushConnectionError("the connection to the push API closed before the request was written")
+        self._answer = asyncio.get_running_loop().create_future()
+        self._parser = httptools.HttpResponseParser(self)
+        self._headers, self._body, self._body_size = {}, [], 0
+        self._max_body, self._status, self._framed_by_close = max_answer_bytes, 0, False
+        self.reusable = False
+        self.transport.write(request)
+        return await self._answer
+
+    def close(self) -> None:
+        self.reusable = False
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    def usable(self, now: float, keepalive: float) -> bool:
+        return (
+            not self.closed
+            and self.transport is not None
+            and not self.transport.is_closing()
+            and now - self.idle_since < keepalive
+        )
+
+    def _waiting(self) -> bool:
+        return self._answer is not None and not self._answer.done()
+
+    def _finish(self) -> None:
+        assert self._answer is not None and not self._answer.done()
+        self._answer.set_result(Answer(self._status, self._headers, b"".join(self._body)))
+
+    def _fail(self, exc: Exception) -> None:
+        self.reusable = False
+        if self._waiting():
+            assert self._answer is not None
+            self._answer.set_exception(exc)
+        self.close()
+
+
+class PushClient:
+    """POST to one URL over at most `limit` connections, kept alive between requests."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        limit: int,
+        ssl_context: ssl.SSLContext | None = None,
+        keepalive_seconds: float = KEEPALIVE_SECONDS,
+    ) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        self._host = parts.hostname
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._ssl: ssl.SSLContext | None = None
+        if parts.scheme == "https":
+            self._ssl = ssl_context or ssl.create_default_context()
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        authority = parts.netloc.rpartition("@")[2]  # never user:password@ in a Host header
+        self._head = (
+            f"POST {target} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: {USER_AGENT}\r\n"
+            "Content-Type: application/json\r\n"
+        ).encode("latin-1")
+        self._keepalive = keepalive_seconds
+        self._slots = asyncio.Semaphore(limit)
+        self._idle: list[_Connection] = []
+        self._open: set[_Connection] = set()
+
+    async def post(
+        self, body: bytes, headers: Sequence[tuple[str, str]], *, timeout: float, max_answer_bytes: int
+    ) -> Answer:
+        """The answer to one POST of `body` (JSON). Raises TimeoutError after `timeout` seconds in all, and
+        PushConnectionError when no whole answer came."""
+        request = self._request(body, headers)
+        async with asyncio.timeout(timeout), self._slots:
+            connection = await self._connection()
+            try:
+                answer = await connection.exchange(request, max_answer_bytes)
+            except BaseException:  # an error, the timeout, a cancellation: the connection's state is unknown
+                connection.close()
+                self._open.discard(connection)
+                raise
+        self._release(connection)
+        return answer
+
+    async def close(self) -> None:
+        for connection in list(self._open):
+            connection.close()
+        self._open.clear()
+        self._idle.clear()
+
+    def _request(self, body: bytes, headers: Sequence[tuple[str, str]]) -> bytes:
+        lines = [self._head, b"Content-Length: %d\r\n" % len(body)]
+        for name, value in headers:
+            if "\r" in value or "\n" in value or "\0" in value:
+                raise ValueError(f"header {name} holds a line break")
+            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+        lines.append(b"\r\n")
+        lines.append(body)
+        return b"".join(lines)
+
+    async def _connection(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._idle:
+            connection = self._idle.pop()  # the most recently used first: the least likely to be closing
+            if connection.usable(now, self._keepalive):
+                return connection
+            connection.close()
+            self._open.discard(connection)
+        try:
+            _, connection = await loop.create_connection(
+                _Connection, self._host, self._port, ssl=self._ssl, server_hostname=self._host if self._ssl else None
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise PushConnectionError(f"cannot connect to the push API at {self._host}:{self._port}: {exc!r}") from exc
+        self._open.add(connection)
+        return connection
+
+    def _release(self, connection: _Connection) -> None:
+        if connection.reusable and not connection.closed:
+            connection.idle_since = asyncio.get_running_loop().time()
+            self._idle.append(connection)
+        else:
+            connection.close()
+            self._open.discard(connection)

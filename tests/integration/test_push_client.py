@@ -1,0 +1,383 @@
+"""service.engine.pushclient against a real TCP server that answers each request as the test scripts it: how
+answers are framed, when a connection is kept and when it is dropped, timeouts, TLS, the connection limit.
+
+The push API's behaviour as the engine sees it (retries, 429, hangs, resets) is tested through the stand-in in
+tests/integration/test_engine*.py and tests/faults; these are the client's own rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import ipaddress
+import pathlib
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from service.engine import pushclient
+from tests.waiting import eventually
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"msg_id\": \"1\"}"
+
+
+@dataclasses.dataclass
+class Request:
+    head: bytes
+    body: bytes
+    connection: int  # which connection it came on, counted from 1
+
+    def header(self, name: str) -> str | None:
+        for line in self.head.decode("latin-1").split("\r\n")[1:]:
+            key, _, value = line.partition(":")
+            if key.strip().lower() == name.lower():
+                return value.strip()
+        return None
+
+
+# What the server does with a request: the bytes to answer (or a future of them), or None to close the
+# connection without a word.
+Script = Callable[[Request], "bytes | asyncio.Future[bytes] | None"]
+
+
+class ScriptedServer:
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.requests: list[Request] = []
+        self.connections = 0
+        self.open = 0
+        self.most_open = 0
+        self.close_after_answer = False
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=ssl_context)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await self._server.wait_closed()
+
+    def close_idle_connections(self) -> None:
+        for writer in self._writers:
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        number = self.connections
+        self._writers.append(writer)
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                request = Request(head, b"", number)
+                request.body = await reader.readexactly(int(request.header("Content-Length") or 0))
+                self.requests.append(request)
+                answer = self.script(request)
+                if isinstance(answer, asyncio.Future):
+                    # Until it is ready, or the client closes the connection (read() then gives b"").
+                    closed = asyncio.ensure_future(reader.read(1))
+                    await asyncio.wait([answer, closed], return_when=asyncio.FIRST_COMPLETED)
+                    if not answer.done():
+                        return
+                    closed.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await closed
+                    answer = answer.result()
+                if answer is None:
+                    return
+                writer.write(answer)
+                await writer.drain()
+                if self.close_after_answer:
+                    return
+        finally:
+            self.open -= 1
+            writer.close()
+
+
+Serve = Callable[..., Awaitable[tuple[ScriptedServer, str]]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    servers: list[ScriptedServer] = []
+
+    async def start(script: Script, ssl_context: ssl.SSLContext | None = None) -> tuple[ScriptedServer, str]:
+        server = ScriptedServer(script)
+        port = await server.start(ssl_context)
+        servers.append(server)
+        scheme = "https" if ssl_context else "http"
+        host = "localhost" if ssl_context else "127.0.0.1"
+        return server, f"{scheme}://{host}:{port}/v4/push"
+
+    yield start
+    for server in servers:
+        await server.stop()
+
+
+async def post(client: pushclient.PushClient, body: bytes = b"{}", timeout: float = 5.0,
+               headers: list[tuple[str, str]] | None = None, cap: int = 65536) -> pushclient.Answer:
+    return await client.post(body, headers or [], timeout=timeout, max_answer_bytes=cap)
+
+
+async def test_a_post_is_one_well_formed_request_and_connections_are_kept_alive(serve: Serve) -> None:
+    server, url = await serve(lambda request: OK)
+    client = pushclient.PushClient(url, limit=10)
+    try:
+        answer = await post(client, b'{"to":"all"}', headers=[("X-Push-Utc-Offset", "+08:00"),
+                                                              ("Authorization", "Basic YTpi")])
+        for _ in range(4):
+            await post(client)
+    finally:
+        await client.close()
+    assert answer == pushclient.Answer(200, {"content-type": "application/json", "content-length": "15"},
+                                       b'{"msg_id": "1"}')
+    first = server.requests[0]
+    assert first.head.startswith(b"POST /v4/push HTTP/1.1\r\n")
+    assert first.header("Host") == url.split("/")[2]
+    assert first.header("Content-Type") == "application/json"
+    assert first.header("Content-Length") == "12" and first.body == b'{"to":"all"}'
+    assert first.header("X-Push-Utc-Offset") == "+08:00" and first.header("Authorization") == "Basic YTpi"
+    assert server.connections == 1 and len(server.requests) == 5
+
+
+async def test_a_chunked_answer_is_put_together(serve: Serve) -> None:
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\n{\"msg\r\nB\r\n_id\": \"42\"}\r\n0\r\n\r\n")
+    server, url = await serve(lambda request: chunked)
+    client = pushclient.PushClient(url, limit=10)
+    try:
+        answers = [await post(client), await post(client)]
+    finally:
+        await client.close()
+    assert [answer.body for answer in answers] == [b'{"msg_id": "42"}'] * 2
+    assert server.connections == 1
+
+
+async def test_an_answer_framed_by_the_close_ends_with_it_and_its_connection_is_not_reused(serve: Serve) -> None:
+    server, url = await serve(lambda request: b"HTTP/1.1 200 OK\r\n\r\n{\"msg_id\": \"7\"}")
+    server.close_after_answer = True
+    client = pushclient.PushClient(url, limit=10)
+    try:
+        answers = [await post(client), await post(client)]
+    finally:
+        await client.close()
+    assert [answer.body for answer in answers] == [b'{"msg_id": "7"}'] * 2
+    assert server.connections == 2
+
+
+async def test_connection_close_is_honoured(serve: Serve) -> None:
+    server, url = await serve(lambda request: OK.replace(b"OK\r\n", b"OK\r\nConnection: close\r\n", 1))
+    client = pushclient.PushClient(url, limit=10)
+    try:
+        for _ in range(3):
+            assert (await post(client)).status == 200
+    finally:
+        await client.close()
+    assert server.connections == 3
+
+
+async def test_an_answer_is_cut_at_the_cap_and_its_connection_dropped(serve: Serve) -> None:
+    big = b"x" * 100_000
+    server, url = await serve(lambda request: b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big))
+    client = pushclient.PushClient(url, limit=10)
+    try:
+        answers = [await post(client, cap=1000), await post(client, cap=1000)]
+    finally:
+        await client.close()
+    assert [(answer.status, answer.body) for answer in answers] == [(502, b"x" * 1000)] * 2
+    assert server.connections == 2
+
+
+async def test_an_interim_answer_is_skipped(serve: Serve) -> None:
+    _, url = await serve(lambda request: b"HTTP/1.1 100 Continue\r\n\r\n" + OK)
+    client = pushclient.PushClient(url, limit=10)
+    try:
+        answer = await post(client)
+    finally:
+        await client.close()
+    assert answer.status == 200 and answer.body == b'{"msg_id": "1"}'
+
+
+async def test_a_connection_the_server_closed_while_idle_is_not_used_again(serve: Serve) -> None:
+    server, url = await serve(lambda request: OK)
+    client = pushclient.PushClient(url, limit=10)
+    try:
+        await post(client)
+        server.close_idle_connections()
+        await eventually(lambda: server.open, "the server's side closed", until=lambda count: count == 0)
+        assert (await post(client)).status == 200  # not a connection error
+    finally:
+        await client.close()
+    assert server.connections == 2
+
+
+async def test_an_idle_connection_is_dropped_after_its_keepalive(serve: Serve) -> None:
+    server, url = await serve(lambda request: OK)
+    client = pushclient.PushClient(url, limit=10, keepalive_seconds=0.0)
+    try:
+        for _ in range(3):
+            await post(client)
+    finally:
+        await client.close()
+    assert server.connections == 3
+    await eventually(lambda: server.open, "the dropped connections closed", until=lambda count: count == 0)
+
+
+async def test_a_close_before_the_answer_is_a_connection_error(serve: Serve) -> None:
+    _, url = await serve(lambda request: None)
+    client = pushclient.PushClient(url, limit=10)
+    try:
+        with pytest.raises(pushclient.PushConnectionError, match="closed the connection before its answer ended"):
+            await post(client)
+    finally:
+        await client.close()
+
+
+async def test_an_answer_cut_short_by_the_close_is_a_connection_error(serve: Serve) -> None:
+    server, url = await serve(lambda request: b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"msg_id\"")
+    server.close_after_answer = True
+    client = pushclient.PushClient(url, limit=10)
+    try:
+        with pytest.raises(pushclient.PushConnectionError, match="closed the connection before its answer ended"):
+            await post(client)
+    finally:
+        await client.close()
+
+
+async def test_not_http_is_a_connection_error(serve: Serve) -> None:
+    server, url = await serve(lambda request: b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+    client = pushclient.PushClient(url, limit=10)
+    try:
+        with pytest.raises(pushclient.PushConnectionError, match="not HTTP"):
+            await post(client)
+    finally:
+        await client.close()
+    await eventually(lambda: server.open, "the client closed it", until=lambda count: count == 0)
+
+
+async def test_nothing_listening_is_a_connection_error(serve: Serve) -> None:
+    server, url = await serve(lambda request: OK)
+    await server.stop()
+    client = pushclient.PushClient(url, limit=10)
+    with pytest.raises(pushclient.PushConnectionError, match="cannot connect"):
+        await post(client)
+
+
+async def test_a_timeout_drops_the_connection_and_the_next_post_gets_a_new_one(serve: Serve) -> None:
+    hanging: list[asyncio.Future[bytes]] = []
+
+    def hang_first(request: Request) -> bytes | asyncio.Future[bytes]:
+        if len(hanging) == 0:
+            hanging.append(asyncio.get_running_loop().create_future())
+            return hanging[0]
+        return OK
+
+    server, url = await serve(hang_first)
+    client = pushclient.PushClient(url, limit=10)
+    try:
+        with pytest.raises(TimeoutError):
+            await post(client, timeout=0.2)
+        await eventually(lambda: server.open, "the timed-out connection closed", until=lambda count: count == 0)
+        assert (await post(client)).status == 200
+    finally:
+        hanging[0].cancel()
+        await client.close()
+    assert server.connections == 2
+
+
+async def test_no_more_connections_than_the_limit(serve: Serve) -> None:
+    release = asyncio.Event()
+
+    async def slow() -> bytes:
+        await release.wait()
+        return OK
+
+    server, url = await serve(lambda request: asyncio.ensure_future(slow()))
+    client = pushclient.PushClient(url, limit=2)
+    try:
+        posts = [asyncio.ensure_future(post(client)) for _ in range(6)]
+        await eventually(lambda: len(server.requests), "two requests at the server", until=lambda count: count == 2)
+        assert server.open == 2
+        release.set()
+        answers = await asyncio.gather(*posts)
+    finally:
+        await client.close()
+    assert [answer.status for answer in answers] == [200] * 6
+    assert server.most_open == 2 and server.connections == 2
+
+
+async def test_a_header_with_a_line_break_is_refused_before_sending(serve: Serve) -> None:
+    server, url = await serve(lambda request: OK)
+    client = pushclient.PushClient(url, limit=10)
+    try:
+        with pytest.raises(ValueError, match="line break"):
+            await post(client, headers=[("Authorization", "Basic x\r\nX-Evil: 1")])
+    finally:
+        await client.close()
+    assert server.requests == []
+
+
+def _self_signed(directory: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+async def test_https_verifies_the_push_apis_certificate(
+    serve: Serve, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert_file, key_file = _self_signed(tmp_path)
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(cert_file, key_file)
+    server, url = await serve(lambda request: OK, server_side)
+
+    trusting = pushclient.PushClient(url, limit=10, ssl_context=ssl.create_default_context(cafile=str(cert_file)))
+    try:
+        answers = [await post(trusting), await post(trusting)]
+    finally:
+        await trusting.close()
+    assert [answer.status for answer in answers] == [200, 200] and server.connections == 1
+
+    default = pushclient.PushClient(url, limit=10)  # the system's trust store does not know this certificate
+    try:
+        with pytest.raises(pushclient.PushConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+            await post(default)
+    finally:
+        await default.close()
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))  # what the README tells an operator with a private CA
+    from_environment = pushclient.PushClient(url, limit=10)
+    try:
+        assert (await post(from_environment)).status == 200
+    finally:
+        await from_environment.close()
