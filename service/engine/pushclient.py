@@ -59,6 +59,8 @@ class _Connection(asyncio.Protocol):
         self._status = 0
         self._framed_by_close = False
         self.reusable = False
+        self.exchanges = 0  # begun on this connection
+        self.heard = False  # any byte of the current exchange's answer
 
     # asyncio.Protocol
 
@@ -81,6 +83,7 @@ class _Connection(asyncio.Protocol):
                 self._fail(PushConnectionError(f"the push API closed the connection before its answer ended ({exc!r})"))
 
     def data_received(self, data: bytes) -> None:
+        self.heard = True
         if not self._waiting() or self._parser is None:
             # Bytes no request asked for: whatever this connection carries next cannot be trusted.
             self.reusable = False
@@ -130,6 +133,8 @@ class _Connection(asyncio.Protocol):
 
     async def exchange(self, request: bytes, max_answer_bytes: int) -> Answer:
         assert self.transport is not None
+        self.exchanges += 1
+        self.heard = False
         if self.closed or self.transport.is_closing():
             raise PushConnectionError("the connection to the push API closed before the request was written")
         self._answer = asyncio.get_running_loop().create_future()
@@ -197,6 +202,7 @@ class PushClient:
         self._slots = asyncio.Semaphore(limit)
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
+        self._sweep: asyncio.TimerHandle | None = None
 
     async def post(
         self, body: bytes, headers: Sequence[tuple[str, str]], *, timeout: float, max_answer_bytes: int
@@ -207,15 +213,30 @@ class PushClient:
         async with asyncio.timeout(timeout), self._slots:
             connection = await self._connection()
             try:
-                answer = await connection.exchange(request, max_answer_bytes)
-            except BaseException:  # an error, the timeout, a cancellation: the connection's state is unknown
-                connection.close()
-                self._open.discard(connection)
-                raise
+                answer = await self._exchange(connection, request, max_answer_bytes)
+            except PushConnectionError:
+                if connection.exchanges == 1 or connection.heard:
+                    raise
+                # A kept-alive connection the push API closed as this request went out (its idle timeout): not a
+                # word of an answer came back, so it is sent again at once on a new connection. Safe to repeat,
+                # as the engine's own retry would be, later: the push's cid is its idempotency key.
+                connection = await self._connection(fresh=True)
+                answer = await self._exchange(connection, request, max_answer_bytes)
         self._release(connection)
         return answer
 
+    async def _exchange(self, connection: _Connection, request: bytes, max_answer_bytes: int) -> Answer:
+        try:
+            return await connection.exchange(request, max_answer_bytes)
+        except BaseException:  # an error, the timeout, a cancellation: the connection's state is unknown
+            connection.close()
+            self._open.discard(connection)
+            raise
+
     async def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for connection in list(self._open):
             connection.close()
         self._open.clear()
@@ -231,10 +252,10 @@ class PushClient:
         lines.append(body)
         return b"".join(lines)
 
-    async def _connection(self) -> _Connection:
+    async def _connection(self, fresh: bool = False) -> _Connection:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        while self._idle:
+        while self._idle and not fresh:
             connection = self._idle.pop()  # the most recently used first: the least likely to be closing
             if connection.usable(now, self._keepalive):
                 return connection
@@ -251,8 +272,29 @@ class PushClient:
 
     def _release(self, connection: _Connection) -> None:
         if connection.reusable and not connection.closed:
-            connection.idle_since = asyncio.get_running_loop().time()
+            loop = asyncio.get_running_loop()
+            connection.idle_since = loop.time()
             self._idle.append(connection)
+            if self._sweep is None:
+                self._sweep = loop.call_later(self._keepalive, self._drop_expired)
         else:
             connection.close()
             self._open.discard(connection)
+
+    def _drop_expired(self) -> None:
+        """Close the connections idle past their keep-alive, so that a quiet service does not hold up to `limit`
+        sockets open at the push API; again while any stay idle."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        kept = []
+        for connection in self._idle:
+            if connection.usable(now, self._keepalive):
+                kept.append(connection)
+            else:
+                connection.close()
+                self._open.discard(connection)
+        self._idle = kept
+        if kept:
+            oldest = min(connection.idle_since for connection in kept)
+            self._sweep = loop.call_at(oldest + self._keepalive, self._drop_expired)

@@ -227,7 +227,7 @@ async def test_a_connection_the_server_closed_while_idle_is_not_used_again(serve
     assert server.connections == 2
 
 
-async def test_an_idle_connection_is_dropped_after_its_keepalive(serve: Serve) -> None:
+async def test_an_idle_connection_is_not_reused_after_its_keepalive(serve: Serve) -> None:
     server, url = await serve(lambda request: OK)
     client = pushclient.PushClient(url, limit=10, keepalive_seconds=0.0)
     try:
@@ -236,7 +236,19 @@ async def test_an_idle_connection_is_dropped_after_its_keepalive(serve: Serve) -
     finally:
         await client.close()
     assert server.connections == 3
-    await eventually(lambda: server.open, "the dropped connections closed", until=lambda count: count == 0)
+
+
+async def test_idle_connections_are_closed_after_their_keepalive_without_another_post(serve: Serve) -> None:
+    server, url = await serve(lambda request: OK)
+    client = pushclient.PushClient(url, limit=10, keepalive_seconds=0.3)
+    try:
+        await asyncio.gather(*(post(client) for _ in range(3)))
+        assert server.open == 3
+        await eventually(lambda: server.open, "the idle connections closed", until=lambda count: count == 0)
+        assert (await post(client)).status == 200  # and a new one is made when needed
+        assert server.connections == 4
+    finally:
+        await client.close()
 
 
 async def test_a_close_before_the_answer_is_a_connection_error(serve: Serve) -> None:
@@ -381,3 +393,53 @@ async def test_https_verifies_the_push_apis_certificate(
         assert (await post(from_environment)).status == 200
     finally:
         await from_environment.close()
+
+
+async def test_a_kept_alive_connection_closed_as_the_request_went_out_is_retried_once_on_a_new_one(
+    serve: Serve,
+) -> None:
+    """The push API's idle timeout can close a connection just as a request is written on it: with no byte of
+    an answer back, the request goes again at once on a new connection (its cid makes that safe)."""
+
+    def close_the_first_connection_on_its_second_request(request: Request) -> bytes | None:
+        return None if request.connection == 1 and len(server.requests) == 2 else OK
+
+    server, url = await serve(close_the_first_connection_on_its_second_request)
+    client = pushclient.PushClient(url, limit=10)
+    try:
+        await post(client)
+        assert (await post(client, b'{"second": 1}')).status == 200
+    finally:
+        await client.close()
+    assert [(request.connection, request.body) for request in server.requests[1:]] == [
+        (1, b'{"second": 1}'), (2, b'{"second": 1}')
+    ]
+
+
+async def test_no_second_try_once_an_answer_began(serve: Serve) -> None:
+    def answer_the_second_in_part(request: Request) -> bytes:
+        if len(server.requests) == 1:
+            return OK
+        server.close_after_answer = True
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"msg_id\""
+
+    server, url = await serve(answer_the_second_in_part)
+    client = pushclient.PushClient(url, limit=10)
+    try:
+        await post(client)
+        with pytest.raises(pushclient.PushConnectionError):
+            await post(client)
+    finally:
+        await client.close()
+    assert [request.connection for request in server.requests] == [1, 1]
+
+
+async def test_no_second_try_on_a_new_connection(serve: Serve) -> None:
+    server, url = await serve(lambda request: None)
+    client = pushclient.PushClient(url, limit=10)
+    try:
+        with pytest.raises(pushclient.PushConnectionError):
+            await post(client)
+    finally:
+        await client.close()
+    assert len(server.requests) == 1
