@@ -15,6 +15,7 @@ import ipaddress
 import pathlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -130,6 +131,15 @@ async def serve() -> AsyncIterator[Serve]:
         await server.stop()
 
 
+@contextlib.asynccontextmanager
+async def opened(url: str, **options: Any) -> AsyncIterator[pushclient.PushClient]:
+    client = pushclient.PushClient(url, **options)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
 async def post(client: pushclient.PushClient, body: bytes = b"{}", timeout: float = 5.0,
                headers: list[tuple[str, str]] | None = None, cap: int = 65536) -> pushclient.Answer:
     return await client.post(body, headers or [], timeout=timeout, max_answer_bytes=cap)
@@ -137,14 +147,11 @@ async def post(client: pushclient.PushClient, body: bytes = b"{}", timeout: floa
 
 async def test_a_post_is_one_well_formed_request_and_connections_are_kept_alive(serve: Serve) -> None:
     server, url = await serve(lambda request: OK)
-    client = pushclient.PushClient(url, limit=10)
-    try:
+    async with opened(url, limit=10) as client:
         answer = await post(client, b'{"to":"all"}', headers=[("X-Push-Utc-Offset", "+08:00"),
                                                               ("Authorization", "Basic YTpi")])
         for _ in range(4):
             await post(client)
-    finally:
-        await client.close()
     assert answer == pushclient.Answer(200, {"content-type": "application/json", "content-length": "15"},
                                        b'{"msg_id": "1"}')
     first = server.requests[0]
@@ -160,11 +167,8 @@ async def test_a_chunked_answer_is_put_together(serve: Serve) -> None:
     chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                b"5\r\n{\"msg\r\nB\r\n_id\": \"42\"}\r\n0\r\n\r\n")
     server, url = await serve(lambda request: chunked)
-    client = pushclient.PushClient(url, limit=10)
-    try:
+    async with opened(url, limit=10) as client:
         answers = [await post(client), await post(client)]
-    finally:
-        await client.close()
     assert [answer.body for answer in answers] == [b'{"msg_id": "42"}'] * 2
     assert server.connections == 1
 
@@ -172,123 +176,93 @@ async def test_a_chunked_answer_is_put_together(serve: Serve) -> None:
 async def test_an_answer_framed_by_the_close_ends_with_it_and_its_connection_is_not_reused(serve: Serve) -> None:
     server, url = await serve(lambda request: b"HTTP/1.1 200 OK\r\n\r\n{\"msg_id\": \"7\"}")
     server.close_after_answer = True
-    client = pushclient.PushClient(url, limit=10)
-    try:
+    async with opened(url, limit=10) as client:
         answers = [await post(client), await post(client)]
-    finally:
-        await client.close()
     assert [answer.body for answer in answers] == [b'{"msg_id": "7"}'] * 2
     assert server.connections == 2
 
 
 async def test_connection_close_is_honoured(serve: Serve) -> None:
     server, url = await serve(lambda request: OK.replace(b"OK\r\n", b"OK\r\nConnection: close\r\n", 1))
-    client = pushclient.PushClient(url, limit=10)
-    try:
+    async with opened(url, limit=10) as client:
         for _ in range(3):
             assert (await post(client)).status == 200
-    finally:
-        await client.close()
     assert server.connections == 3
 
 
 async def test_an_answer_is_cut_at_the_cap_and_its_connection_dropped(serve: Serve) -> None:
     big = b"x" * 100_000
     server, url = await serve(lambda request: b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big))
-    client = pushclient.PushClient(url, limit=10)
-    try:
+    async with opened(url, limit=10) as client:
         answers = [await post(client, cap=1000), await post(client, cap=1000)]
-    finally:
-        await client.close()
     assert [(answer.status, answer.body) for answer in answers] == [(502, b"x" * 1000)] * 2
     assert server.connections == 2
 
 
 async def test_an_interim_answer_is_skipped(serve: Serve) -> None:
     _, url = await serve(lambda request: b"HTTP/1.1 100 Continue\r\n\r\n" + OK)
-    client = pushclient.PushClient(url, limit=10)
-    try:
+    async with opened(url, limit=10) as client:
         answer = await post(client)
-    finally:
-        await client.close()
     assert answer.status == 200 and answer.body == b'{"msg_id": "1"}'
 
 
 async def test_a_connection_the_server_closed_while_idle_is_not_used_again(serve: Serve) -> None:
     server, url = await serve(lambda request: OK)
-    client = pushclient.PushClient(url, limit=10)
-    try:
+    async with opened(url, limit=10) as client:
         await post(client)
         server.close_idle_connections()
         await eventually(lambda: server.open, "the server's side closed", until=lambda count: count == 0)
         assert (await post(client)).status == 200  # not a connection error
-    finally:
-        await client.close()
     assert server.connections == 2
 
 
 async def test_an_idle_connection_is_not_reused_after_its_keepalive(serve: Serve) -> None:
     server, url = await serve(lambda request: OK)
-    client = pushclient.PushClient(url, limit=10, keepalive_seconds=0.0)
-    try:
+    async with opened(url, limit=10, keepalive_seconds=0.0) as client:
         for _ in range(3):
             await post(client)
-    finally:
-        await client.close()
     assert server.connections == 3
 
 
 async def test_idle_connections_are_closed_after_their_keepalive_without_another_post(serve: Serve) -> None:
     server, url = await serve(lambda request: OK)
-    client = pushclient.PushClient(url, limit=10, keepalive_seconds=0.3)
-    try:
+    async with opened(url, limit=10, keepalive_seconds=0.3) as client:
         await asyncio.gather(*(post(client) for _ in range(3)))
         assert server.open == 3
         await eventually(lambda: server.open, "the idle connections closed", until=lambda count: count == 0)
         assert (await post(client)).status == 200  # and a new one is made when needed
         assert server.connections == 4
-    finally:
-        await client.close()
 
 
 async def test_a_close_before_the_answer_is_a_connection_error(serve: Serve) -> None:
     _, url = await serve(lambda request: None)
-    client = pushclient.PushClient(url, limit=10)
-    try:
+    async with opened(url, limit=10) as client:
         with pytest.raises(pushclient.PushConnectionError, match="closed the connection before its answer ended"):
             await post(client)
-    finally:
-        await client.close()
 
 
 async def test_an_answer_cut_short_by_the_close_is_a_connection_error(serve: Serve) -> None:
     server, url = await serve(lambda request: b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"msg_id\"")
     server.close_after_answer = True
-    client = pushclient.PushClient(url, limit=10)
-    try:
+    async with opened(url, limit=10) as client:
         with pytest.raises(pushclient.PushConnectionError, match="closed the connection before its answer ended"):
             await post(client)
-    finally:
-        await client.close()
 
 
 async def test_not_http_is_a_connection_error(serve: Serve) -> None:
     server, url = await serve(lambda request: b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
-    client = pushclient.PushClient(url, limit=10)
-    try:
+    async with opened(url, limit=10) as client:
         with pytest.raises(pushclient.PushConnectionError, match="not HTTP"):
             await post(client)
-    finally:
-        await client.close()
     await eventually(lambda: server.open, "the client closed it", until=lambda count: count == 0)
 
 
 async def test_nothing_listening_is_a_connection_error(serve: Serve) -> None:
     server, url = await serve(lambda request: OK)
     await server.stop()
-    client = pushclient.PushClient(url, limit=10)
-    with pytest.raises(pushclient.PushConnectionError, match="cannot connect"):
-        await post(client)
+    async with opened(url, limit=10) as client:
+        with pytest.raises(pushclient.PushConnectionError, match="cannot connect"):
+            await post(client)
 
 
 async def test_a_timeout_drops_the_connection_and_the_next_post_gets_a_new_one(serve: Serve) -> None:
@@ -301,15 +275,11 @@ async def test_a_timeout_drops_the_connection_and_the_next_post_gets_a_new_one(s
         return OK
 
     server, url = await serve(hang_first)
-    client = pushclient.PushClient(url, limit=10)
-    try:
+    async with opened(url, limit=10) as client:
         with pytest.raises(TimeoutError):
             await post(client, timeout=0.2)
         await eventually(lambda: server.open, "the timed-out connection closed", until=lambda count: count == 0)
         assert (await post(client)).status == 200
-    finally:
-        hanging[0].cancel()
-        await client.close()
     assert server.connections == 2
 
 
@@ -321,27 +291,21 @@ async def test_no_more_connections_than_the_limit(serve: Serve) -> None:
         return OK
 
     server, url = await serve(lambda request: asyncio.ensure_future(slow()))
-    client = pushclient.PushClient(url, limit=2)
-    try:
+    async with opened(url, limit=2) as client:
         posts = [asyncio.ensure_future(post(client)) for _ in range(6)]
         await eventually(lambda: len(server.requests), "two requests at the server", until=lambda count: count == 2)
         assert server.open == 2
         release.set()
         answers = await asyncio.gather(*posts)
-    finally:
-        await client.close()
     assert [answer.status for answer in answers] == [200] * 6
     assert server.most_open == 2 and server.connections == 2
 
 
 async def test_a_header_with_a_line_break_is_refused_before_sending(serve: Serve) -> None:
     server, url = await serve(lambda request: OK)
-    client = pushclient.PushClient(url, limit=10)
-    try:
+    async with opened(url, limit=10) as client:
         with pytest.raises(ValueError, match="line break"):
             await post(client, headers=[("Authorization", "Basic x\r\nX-Evil: 1")])
-    finally:
-        await client.close()
     assert server.requests == []
 
 
@@ -373,26 +337,17 @@ async def test_https_verifies_the_push_apis_certificate(
     server_side.load_cert_chain(cert_file, key_file)
     server, url = await serve(lambda request: OK, server_side)
 
-    trusting = pushclient.PushClient(url, limit=10, ssl_context=ssl.create_default_context(cafile=str(cert_file)))
-    try:
+    async with opened(url, limit=10, ssl_context=ssl.create_default_context(cafile=str(cert_file))) as trusting:
         answers = [await post(trusting), await post(trusting)]
-    finally:
-        await trusting.close()
     assert [answer.status for answer in answers] == [200, 200] and server.connections == 1
 
-    default = pushclient.PushClient(url, limit=10)  # the system's trust store does not know this certificate
-    try:
+    async with opened(url, limit=10) as default:  # the system's trust store does not know this certificate
         with pytest.raises(pushclient.PushConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
             await post(default)
-    finally:
-        await default.close()
 
     monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))  # what the README tells an operator with a private CA
-    from_environment = pushclient.PushClient(url, limit=10)
-    try:
+    async with opened(url, limit=10) as from_environment:
         assert (await post(from_environment)).status == 200
-    finally:
-        await from_environment.close()
 
 
 async def test_a_kept_alive_connection_closed_as_the_request_went_out_is_retried_once_on_a_new_one(
@@ -405,12 +360,9 @@ async def test_a_kept_alive_connection_closed_as_the_request_went_out_is_retried
         return None if request.connection == 1 and len(server.requests) == 2 else OK
 
     server, url = await serve(close_the_first_connection_on_its_second_request)
-    client = pushclient.PushClient(url, limit=10)
-    try:
+    async with opened(url, limit=10) as client:
         await post(client)
         assert (await post(client, b'{"second": 1}')).status == 200
-    finally:
-        await client.close()
     assert [(request.connection, request.body) for request in server.requests[1:]] == [
         (1, b'{"second": 1}'), (2, b'{"second": 1}')
     ]
@@ -424,22 +376,16 @@ async def test_no_second_try_once_an_answer_began(serve: Serve) -> None:
         return b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"msg_id\""
 
     server, url = await serve(answer_the_second_in_part)
-    client = pushclient.PushClient(url, limit=10)
-    try:
+    async with opened(url, limit=10) as client:
         await post(client)
         with pytest.raises(pushclient.PushConnectionError):
             await post(client)
-    finally:
-        await client.close()
     assert [request.connection for request in server.requests] == [1, 1]
 
 
 async def test_no_second_try_on_a_new_connection(serve: Serve) -> None:
     server, url = await serve(lambda request: None)
-    client = pushclient.PushClient(url, limit=10)
-    try:
+    async with opened(url, limit=10) as client:
         with pytest.raises(pushclient.PushConnectionError):
             await post(client)
-    finally:
-        await client.close()
     assert len(server.requests) == 1
