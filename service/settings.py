@@ -115,6 +115,8 @@ class Settings(BaseSettings):
         http = value.startswith(("http://", "https://")) and bool(urlsplit(value).hostname)
         if not http or "?" in value or "#" in value:
             raise ValueError(f"must be an http(s) URL without query or fragment, got {value!r}")
+        if not value.isascii():  # it goes into HTTP headers (Host, Location) as is
+            raise ValueError(f"must be ASCII: a host in its punycode form (xn--...), a path %-encoded; got {value!r}")
         return value.rstrip("/")
 
     @property

@@ -3,9 +3,10 @@ request written as one buffer, each answer parsed by httptools (llhttp, the pars
 
 Why not aiohttp's ClientSession, which sent the pushes before: a push is one small POST to one origin, and the
 session's general request path (cookies, tracing, URL joining, header multidicts, payload objects, response
-objects) cost about three times this client's CPU per push: 10k posts to the stand-in took 1.3-1.7 CPU-s with a
-ClientSession and 0.5 with this client (bench/README "A push client below ClientSession"). In a burst that CPU
-is taken from the push API sharing the machine, and from the next pushes.
+objects) cost two to three times this client's CPU per push: 10k posts to the stand-in took 2.1-2.3 CPU-s with a
+ClientSession as the service used it and 0.6-1.0 with this client (`python -m bench.push_client`; bench/README
+"A push client below ClientSession"). In a burst that CPU is taken from the push API sharing the machine, and
+from the next pushes.
 
 What it does not do, on purpose: redirects (a push API answers itself: service.engine.backends), proxies,
 compression, HTTP/2. What it does, as a production client must: TLS with the system's trust store, answers
@@ -185,8 +186,8 @@ class PushClient:
         keepalive_seconds: float = KEEPALIVE_SECONDS,
     ) -> None:
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
+        if parts.scheme not in ("http", "https") or not parts.hostname or not url.isascii():
+            raise ValueError(f"not an ASCII http(s) URL: {url!r}")
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._ssl: ssl.SSLContext | None = None
