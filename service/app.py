@@ -22,7 +22,7 @@ from service.engine import backends, dispatcher
 from service.settings import Settings
 from service.store import embedded, migrations, notices
 from service.store.schedules import ScheduleStore
-from service.store.stores import Stores
+from service.store.stores import PROBE_POOL_SIZE, Stores
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,14 @@ def engine_pool_size(settings: Settings) -> int:
     recorder and the retention sweep (the expiry sweep runs between plan transactions, on theirs). API traffic
     cannot take them (service.store.database)."""
     return settings.engine_planners + 4
+
+
+def connections_per_process(settings: Settings) -> int:
+    """The most database connections one serving process holds: the API's pool, the engine's pool and its
+    LISTEN connection, the probes' pool, and the LISTEN connection for app changes. (Migrating at start-up
+    takes one more for a moment.)"""
+    engine = engine_pool_size(settings) + 1 if settings.engine_enabled else 0
+    return settings.db_pool_size + engine + PROBE_POOL_SIZE + 1
 
 
 class PushCredentialsKeyError(ValueError):

@@ -34,13 +34,22 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
+def _workers_argument(text: str) -> str:
+    """`--workers`: checked here (a number or `auto`), kept as given for Settings."""
+    try:
+        settings_module.parse_workers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__, allow_abbrev=False)
     commands = parser.add_subparsers(dest="command")
     serve_command = commands.add_parser("serve", help="serve the API (the default)", allow_abbrev=False)
     serve_command.add_argument(
         "--workers",
-        type=settings_module.parse_workers,
+        type=_workers_argument,
         default=None,
         metavar="N",
         help="serving processes sharing the port, or 'auto' for the cores given (default: WORKERS, 1)",
@@ -258,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     serving = args.command in (None, "serve")
     worker = None
     if serving and getattr(args, "workers", None) is not None:
-        settings = settings.model_copy(update={"workers": args.workers})
+        settings = Settings(workers=args.workers)  # as given: `auto` is remembered (Settings.workers_auto)
     if serving and getattr(args, "worker", None) is not None:
         worker = workerboard.Seat(args.worker, workerboard.Board(args.worker_board))
     # The server logs to stdout; the other commands print their results there, so their logs go to stderr.

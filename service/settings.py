@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 import os
 import pathlib
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, ValidatorFunctionWrapHandler, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.domain import timing
@@ -94,10 +94,26 @@ class Settings(BaseSettings):
     )
     shutdown_timeout_seconds: float = Field(default=10, ge=0, description="SIGTERM: time to finish requests and sends")
 
+    # Whether WORKERS was `auto`: the parent may then start fewer workers than cores, to fit the database's
+    # connections (service.workers); a number given is refused instead when it does not fit.
+    _workers_auto: bool = PrivateAttr(default=False)
+
     @field_validator("workers", mode="before")
     @classmethod
     def _auto_workers(cls, value: object) -> object:
         return parse_workers(value) if isinstance(value, str) else value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_auto_workers(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        settings = handler(data)
+        given = data.get("workers") if isinstance(data, dict) else None
+        settings._workers_auto = is_auto(given)  # noqa: SLF001 -- its own class, once validated
+        return settings
+
+    @property
+    def workers_auto(self) -> bool:
+        return self._workers_auto
 
     @field_validator("wave_offsets")
     @classmethod
@@ -140,11 +156,15 @@ def available_cores() -> int:
     return max(1, min(cores, math.ceil(int(quota) / int(period))))
 
 
+def is_auto(value: object) -> bool:
+    return isinstance(value, str) and value.strip().lower() == "auto"
+
+
 def parse_workers(value: object) -> int:
     """WORKERS and `serve --workers`: a number of processes, or `auto` for the cores given."""
-    text = str(value).strip().lower()
-    if text == "auto":
+    if is_auto(value):
         return available_cores()
+    text = str(value).strip().lower()
     try:
         return int(text)
     except ValueError:

@@ -31,9 +31,9 @@ import tempfile
 from prometheus_client import multiprocess
 
 from service import workerboard
-from service.app import check_push_credentials_key, create_demo_app, open_database
+from service.app import check_push_credentials_key, connections_per_process, create_demo_app, open_database
 from service.settings import Settings
-from service.store import embedded, migrations
+from service.store import database, embedded, migrations
 from service.store.stores import Stores
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,38 @@ class Supervisor:
         return 0 if not pending and self.failed_to_start is None and not any(codes) else 1
 
 
+class WorkersDoNotFit(Exception):
+    """The workers asked for would need more database connections than the server has room for."""
+
+
+async def workers_that_fit(settings: Settings, dsn: str) -> int:
+    """How many workers to start: WORKERS, if their connections (connections_per_process each) fit in the
+    server's room. Past it, workers would fail under load, not at start: their pools grow with traffic, and the
+    connections past max_connections are refused mid-burst. So `auto` starts as many as fit (at least one) and
+    says so; a number given that does not fit raises WorkersDoNotFit."""
+    each = connections_per_process(settings)
+    room = await database.connection_room(dsn, settings.db_timeout_seconds)
+    fit = room // each
+    if settings.workers <= fit:
+        return settings.workers
+    why = (
+        f"{settings.workers} workers need {settings.workers * each} database connections ({each} each: "
+        f"DB_POOL_SIZE {settings.db_pool_size}, the engine's, the probes' and the listeners'), and the server "
+        f"has room for {room}"
+    )
+    if not settings.workers_auto:
+        raise WorkersDoNotFit(f"{why}: lower WORKERS or DB_POOL_SIZE, or raise the server's max_connections")
+    count = max(fit, 1)
+    log.warning(
+        "WORKERS=auto: starting %d of %d workers: %s (raise max_connections, or lower DB_POOL_SIZE, for more)",
+        count,
+        settings.workers,
+        why,
+        extra={"event": "workers_lowered", "workers": count, "cores": settings.workers, "room": room},
+    )
+    return count
+
+
 async def supervise(settings: Settings) -> int:
     """`serve --workers N` with N > 1: the process's exit code."""
     loop = asyncio.get_running_loop()
@@ -180,7 +212,10 @@ async def supervise(settings: Settings) -> int:
     dsn, server = await prepare_database(settings)
     directory = pathlib.Path(tempfile.mkdtemp(prefix="push-service-workers-"))
     try:
-        code = await Supervisor(settings, dsn, directory).run(settings.workers)
+        code = await Supervisor(settings, dsn, directory).run(await workers_that_fit(settings, dsn))
+    except WorkersDoNotFit as exc:
+        log.error("not starting: %s", exc, extra={"event": "workers_do_not_fit"})
+        code = 2
     finally:
         shutil.rmtree(directory, ignore_errors=True)
         if server is not None:

@@ -21,6 +21,7 @@ from typing import Any, ParamSpec, TypeVar
 import asyncpg
 
 from service.domain import errors, wirejson
+from service.store.queries import SQL
 
 log = logging.getLogger(__name__)
 
@@ -132,3 +133,14 @@ async def connect_listener(
     connection = await asyncpg.connect(dsn=dsn, timeout=timeout, server_settings=server_settings)
     await connection.add_listener(channel, lambda _connection, _pid, _channel, payload: callback(payload))
     return connection
+
+
+async def connection_room(dsn: str, timeout: float) -> int:
+    """How many connections the server at `dsn` still takes (queries.sql connection_room): this check's own
+    connection is counted as free, since it closes before the count is used."""
+    connection = await asyncpg.connect(dsn=dsn, timeout=timeout)
+    try:
+        room: int = await connection.fetchval(SQL["connection_room"], timeout=timeout)
+    finally:
+        await connection.close()
+    return room

@@ -409,3 +409,14 @@ SELECT
 -- name: push_secrets_sample
 -- Start-up: a few stored push secrets, to check that PUSH_CREDENTIALS_KEY decrypts them before serving.
 SELECT app_key, push_secret_encrypted FROM apps WHERE push_secret_encrypted IS NOT NULL LIMIT 20;
+
+-- name: connection_room
+-- Start-up of `serve --workers N`: how many more connections the server takes from a client like this one.
+-- max_connections less the slots kept for superusers (and, from PostgreSQL 16, for pg_use_reserved_connections:
+-- current_setting(..., true) is NULL before 16) less the client connections open now, this one included.
+-- pg_stat_activity lists every backend to any role (the query text is what it hides).
+SELECT current_setting('max_connections')::integer
+       - current_setting('superuser_reserved_connections')::integer
+       - coalesce(current_setting('reserved_connections', true)::integer, 0)
+       - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::integer
+       + 1 AS room;

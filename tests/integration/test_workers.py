@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import pathlib
 import re
 import signal
@@ -12,9 +13,10 @@ from typing import Any
 
 import aiohttp
 import psutil
+import pytest
 
 from service import settings as settings_module
-from service import workerboard
+from service import workerboard, workers
 from tests.integration.conftest import future_time, schedule_body
 from tests.integration.test_cli_and_serve import (
     ROOT,
@@ -157,6 +159,48 @@ def test_workers_setting_takes_a_number_or_auto() -> None:
     assert settings_module.Settings(workers="3").workers == 3
     assert settings_module.Settings(workers="auto").workers == settings_module.available_cores() >= 1
     assert settings_module.Settings().workers == 1
+    assert settings_module.Settings(workers=" Auto ").workers_auto
+    assert not settings_module.Settings(workers="3").workers_auto and not settings_module.Settings().workers_auto
+
+
+async def test_workers_past_the_databases_connections_are_refused_or_lowered(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each worker may hold 210 connections with DB_POOL_SIZE 200 (200 + the engine's 6 and its LISTEN + the
+    probes' 2 + the app-change LISTEN), more than any test server takes: a number given is refused, `auto`
+    starts one worker and says why; a size that fits starts what was asked."""
+    asked = settings_module.Settings(workers="3", db_pool_size=200, database_url=database_url)
+    with pytest.raises(workers.WorkersDoNotFit, match=r"^3 workers need 630 database connections \(210 each"):
+        await workers.workers_that_fit(asked, database_url)
+
+    auto = settings_module.Settings(workers="auto", db_pool_size=200, database_url=database_url)
+    with caplog.at_level(logging.WARNING, logger="service.workers"):
+        assert await workers.workers_that_fit(auto, database_url) == 1
+    assert [record.getMessage() for record in caplog.records if getattr(record, "event", None) == "workers_lowered"]
+
+    fitting = settings_module.Settings(workers="2", db_pool_size=1, database_url=database_url)
+    assert await workers.workers_that_fit(fitting, database_url) == 2
+
+
+async def test_serve_refuses_workers_the_database_cannot_hold(tmp_path: pathlib.Path) -> None:
+    """End to end, on the embedded server (100 connections): exit 2 with the reason, PostgreSQL stopped."""
+    data_dir = tmp_path / "data"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", "serve", "--workers", "3",
+        cwd=ROOT,
+        env=cli_env(DATA_DIR=str(data_dir), PORT=str(free_port()), DB_POOL_SIZE="40"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    output: list[str] = []
+    await asyncio.wait_for(_read_to_end(process.stdout, output), timeout=60)
+    assert await asyncio.wait_for(process.wait(), timeout=10) == 2, "".join(output)
+    [refused] = events(output, "workers_do_not_fit")
+    assert refused["message"].startswith("not starting: 3 workers need 150 database connections (50 each")
+    assert "lower WORKERS or DB_POOL_SIZE, or raise the server's max_connections" in refused["message"]
+    assert events(output, "serving") == []
+    assert postgres_processes(data_dir) == [], "the embedded PostgreSQL outlived the refusal"
 
 
 def test_the_board_names_the_first_worker_not_ready(tmp_path: pathlib.Path) -> None:
