@@ -414,6 +414,8 @@ SELECT app_key, push_secret_encrypted FROM apps WHERE push_secret_encrypted IS N
 -- Start-up of `serve --workers N`: how many more connections the server takes from a client like this one.
 -- max_connections less the slots kept for superusers (and, from PostgreSQL 16, for pg_use_reserved_connections:
 -- current_setting(..., true) is NULL before 16) less the client connections open now, this one included.
+-- The reserved slots are left out even when this role is a superuser (the embedded server's is, and could use
+-- them: measured, its 101st connection is refused, not its 98th): they stay free for an operator's psql.
 -- pg_stat_activity lists every backend to any role (the query text is what it hides).
 SELECT current_setting('max_connections')::integer
        - current_setting('superuser_reserved_connections')::integer
