@@ -54,6 +54,21 @@ def describe_exit(code: int) -> str:
     return f"exit {code}"
 
 
+def young_deaths_after(previous: int, lived_seconds: float) -> int:
+    """How many times in a row a worker has died young, counting the death after `lived_seconds` of life: a
+    worker that lived STEADY_SECONDS or more was healthy, and its death starts the count again."""
+    return 0 if lived_seconds >= STEADY_SECONDS else previous + 1
+
+
+def restart_delay(young_deaths: int) -> float:
+    """Seconds before a dead worker is started again: RESTART_FIRST_SECONDS after a healthy life or the first
+    young death, doubling with each further young death in a row, never more than RESTART_MAX_SECONDS."""
+    # The exponent is capped: past ~1,000 deaths in a row (eight hours of a crash loop at the max) 2 ** n no
+    # longer converts to a float, and the supervisor itself would die of OverflowError.
+    doublings = min(max(young_deaths - 1, 0), 64)
+    return min(RESTART_MAX_SECONDS, RESTART_FIRST_SECONDS * float(2**doublings))
+
+
 async def prepare_database(settings: Settings) -> tuple[str, embedded.EmbeddedPostgres | None]:
     """The once-only start-up: the database (started when embedded), migrated, the push key checked, the
     demo app on an embedded database. The server is stopped again if any of it fails."""
@@ -124,8 +139,8 @@ class Supervisor:
                 self.stop()
                 return code
             first_start = False
-            young_deaths = 0 if loop.time() - started >= STEADY_SECONDS else young_deaths + 1
-            delay = min(RESTART_MAX_SECONDS, RESTART_FIRST_SECONDS * 2 ** max(young_deaths - 1, 0))
+            young_deaths = young_deaths_after(young_deaths, loop.time() - started)
+            delay = restart_delay(young_deaths)
             self.board.post(index, process.pid, f"down ({describe_exit(code)}), restarting")
             log.warning(
                 "worker %d (pid %d) ended (%s); restarting it in %.1f s",

@@ -77,8 +77,8 @@ async def test_two_workers_share_the_port_the_metrics_and_the_readiness(tmp_path
         # Once ready, the parent's PostgreSQL serves both; the workers started none of their own.
         assert len(events(output, "serving")) == 2
         assert len(events(output, "demo_app_created")) == 1
-        workers = psutil.Process(process.pid).children()
-        assert len(workers) == 2
+        worker_processes = psutil.Process(process.pid).children()
+        assert len(worker_processes) == 2
 
         # Both workers answer: each request's log line names the worker process that answered it.
         for _ in range(40):
@@ -90,7 +90,7 @@ async def test_two_workers_share_the_port_the_metrics_and_the_readiness(tmp_path
 
         lines = await eventually(healthz_lines, "the 40 request lines", until=lambda lines: len(lines) == 40)
         pids = {entry["pid"] for entry in lines}
-        assert pids == {worker.pid for worker in workers}, "both workers answer"
+        assert pids == {worker.pid for worker in worker_processes}, "both workers answer"
 
         # /metrics counts every worker's requests, whichever worker answers the scrape.
         for _ in range(3):
@@ -117,7 +117,7 @@ async def test_two_workers_share_the_port_the_metrics_and_the_readiness(tmp_path
         assert len(standin.deliveries) == 1, standin.deliveries
 
         # SIGKILL one worker: the parent restarts it; /readyz answers 503 naming it until it is back.
-        killed = workers[1]
+        killed = worker_processes[1]
         seen: list[tuple[int, str]] = []
 
         async def ready_again() -> bool:
@@ -132,8 +132,18 @@ async def test_two_workers_share_the_port_the_metrics_and_the_readiness(tmp_path
         assert any(status.startswith("worker 1") for _, status in seen), seen
         [restart] = events(output, "worker_restart")
         assert (restart["worker"], restart["dead_pid"], restart["exit"]) == (1, killed.pid, -signal.SIGKILL)
+        assert restart["delay_seconds"] == workers.RESTART_FIRST_SECONDS
         now = {worker.pid for worker in psutil.Process(process.pid).children()}
-        assert len(now) == 2 and killed.pid not in now and workers[0].pid in now
+        assert len(now) == 2 and killed.pid not in now and worker_processes[0].pid in now
+
+        # Killed again young (well within STEADY_SECONDS of its start): the supervisor waits twice as long.
+        [again] = [worker for worker in psutil.Process(process.pid).children() if worker.pid != worker_processes[0].pid]
+        seen.clear()
+        again.send_signal(signal.SIGKILL)
+        await eventually(ready_again, "ready again after the second restart", timeout=30)
+        first, second = events(output, "worker_restart")
+        assert (second["worker"], second["dead_pid"]) == (1, again.pid)
+        assert second["delay_seconds"] == 2 * first["delay_seconds"]
         async with session.get(f"{base}/healthz") as response:
             assert response.status == 200
         async with session.get(f"{base}/metrics") as response:
