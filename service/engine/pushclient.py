@@ -10,10 +10,12 @@ from the next pushes.
 
 What it does not do, on purpose: redirects (a push API answers itself: service.engine.backends), proxies,
 compression, HTTP/2. What it does, as a production client must: TLS with the system's trust store, answers
-framed by Content-Length, chunked or by the connection's close, a cap on the answer kept, one total timeout per
-request (waiting for a connection included, as aiohttp's `total`), idle connections dropped after
-KEEPALIVE_SECONDS, and a connection never reused once anything went wrong on it (an error, a timeout, a
-cancellation, an answer cut at the cap, `Connection: close`).
+framed by Content-Length, chunked or by the connection's close (a clean one: a reset is an error), caps on what an
+answer may hold (its body: max_answer_bytes; its head: MAX_HEAD_BYTES), one total timeout per request (waiting
+for a connection included, as aiohttp's `total`), idle connections dropped after KEEPALIVE_SECONDS, and a
+connection never reused once anything went wrong on it (an error, a timeout, a cancellation, an answer cut at the
+cap, `Connection: close`, bytes after the answer that no request asked for). Interim answers (1xx) are skipped;
+101 Switching Protocols, which no request asks for, is an error.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ import httptools
 # s), and reusing one it is closing loses the push's attempt to a connection error. aiohttp's default.
 KEEPALIVE_SECONDS = 15.0
 USER_AGENT = "push-schedule-service"
+# An answer's status line and headers: a push API's are a few hundred bytes. The cap on what an answer may cost
+# (max_answer_bytes) is on its body; this is the one on its head, which httptools holds whole until each header
+# ends (a 64 MB header cost 150 MB and 5 CPU-s before it).
+MAX_HEAD_BYTES = 64 * 1024
 
 
 class Answer(NamedTuple):
@@ -59,6 +65,8 @@ class _Connection(asyncio.Protocol):
         self._max_body = 0
         self._status = 0
         self._framed_by_close = False
+        self._head_bytes = 0  # read while the answer's head was not yet complete
+        self._head_complete = False
         self.reusable = False
         self.exchanges = 0  # begun on this connection
         self.heard = False  # any byte of the current exchange's answer
@@ -78,7 +86,8 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         self.reusable = False
         if self._waiting():
-            if self._framed_by_close:  # an answer without a length ends where its connection does
+            if self._framed_by_close and exc is None:
+                # An answer without a length ends where its connection does: with a close, not a reset.
                 self._finish()
             else:
                 self._fail(PushConnectionError(f"the push API closed the connection before its answer ended ({exc!r})"))
@@ -92,19 +101,38 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(PushConnectionError(f"the push API's answer is not HTTP/1.1: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._fail(PushConnectionError(f"the push API's answer is not HTTP/1.1: {exc!r}"))
+            return
+        if not self._head_complete and self._waiting():
+            # Counted after feeding, so a read that completes a small head with a large body is not refused.
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._fail(PushConnectionError(f"the push API's answer head exceeds {MAX_HEAD_BYTES} bytes"))
 
     # httptools' callbacks
 
+    def on_message_begin(self) -> None:
+        if not self._waiting():
+            # A second answer in the same read as the one just finished, which no request asked for: the
+            # connection cannot be trusted with another exchange.
+            self._fail(PushConnectionError("the push API answered more than it was asked"))
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        if self._waiting():
+            self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         assert self._parser is not None
+        if not self._waiting():
+            return
         self._status = self._parser.get_status_code()
+        if self._status == 101:
+            self._fail(PushConnectionError("the push API switched protocols, which no request asked for"))
+            return
+        self._head_complete = self._status >= 200  # after an interim answer, the real head follows
         chunked = "chunked" in self._headers.get("transfer-encoding", "").lower()
-        self._framed_by_close = "content-length" not in self._headers and not chunked
+        self._framed_by_close = self._status >= 200 and "content-length" not in self._headers and not chunked
 
     def on_body(self, chunk: bytes) -> None:
         if not self._waiting():
@@ -124,8 +152,8 @@ class _Connection(asyncio.Protocol):
         assert self._parser is not None
         if not self._waiting():  # the answer was cut at the cap already
             return
-        if 100 <= self._status < 200:  # an interim answer (100 Continue): the real one follows
-            self._headers, self._body, self._body_size = {}, [], 0
+        if 100 <= self._status < 200:  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+            self._headers, self._body, self._body_size, self._status = {}, [], 0, 0
             return
         self.reusable = self._parser.should_keep_alive() and not self.closed
         self._finish()
@@ -142,6 +170,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._headers, self._body, self._body_size = {}, [], 0
         self._max_body, self._status, self._framed_by_close = max_answer_bytes, 0, False
+        self._head_bytes, self._head_complete = 0, False
         self.reusable = False
         self.transport.write(request)
         return await self._answer

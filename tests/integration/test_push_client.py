@@ -13,7 +13,10 @@ import dataclasses
 import datetime as dt
 import ipaddress
 import pathlib
+import socket
 import ssl
+import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -56,6 +59,7 @@ class ScriptedServer:
         self.open = 0
         self.most_open = 0
         self.close_after_answer = False
+        self.reset_after_answer = False  # a TCP reset (RST), not a close (FIN)
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
 
@@ -104,6 +108,12 @@ class ScriptedServer:
                     return
                 writer.write(answer)
                 await writer.drain()
+                if self.reset_after_answer:
+                    writer.get_extra_info("socket").setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    writer.transport.abort()
+                    return
                 if self.close_after_answer:
                     return
         finally:
@@ -204,6 +214,63 @@ async def test_an_interim_answer_is_skipped(serve: Serve) -> None:
     async with opened(url, limit=10) as client:
         answer = await post(client)
     assert answer.status == 200 and answer.body == b'{"msg_id": "1"}'
+
+
+async def test_an_interim_answer_then_a_close_is_a_connection_error(serve: Serve) -> None:
+    # Not a 100 answered: the push would be recorded failed for good instead of retried.
+    server, url = await serve(lambda request: b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+    server.close_after_answer = True
+    async with opened(url, limit=10) as client:
+        with pytest.raises(pushclient.PushConnectionError, match="closed the connection before its answer ended"):
+            await post(client)
+
+
+async def test_switching_protocols_is_a_connection_error(serve: Serve) -> None:
+    _, url = await serve(
+        lambda request: b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    async with opened(url, limit=10) as client:
+        with pytest.raises(pushclient.PushConnectionError, match="switched protocols"):
+            await post(client)
+
+
+async def test_an_answer_framed_by_the_close_cut_by_a_reset_is_a_connection_error(serve: Serve) -> None:
+    # Only a close ends such an answer: after a reset its body may be cut anywhere (here inside the msg_id).
+    server, url = await serve(lambda request: b'HTTP/1.1 200 OK\r\n\r\n{"msg_id": "12')
+    server.reset_after_answer = True
+    async with opened(url, limit=10) as client:
+        with pytest.raises(pushclient.PushConnectionError, match="ConnectionResetError"):
+            await post(client)
+
+
+async def test_a_head_past_its_cap_is_a_connection_error(serve: Serve) -> None:
+    huge = b"HTTP/1.1 200 OK\r\nX-Padding: " + b"a" * 4_000_000 + b"\r\nContent-Length: 0\r\n\r\n"
+    big_body = b"b" * 200_000
+    answers = iter([huge, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(big_body), big_body)])
+    server, url = await serve(lambda request: next(answers))
+    async with opened(url, limit=10) as client:
+        started = time.process_time()
+        with pytest.raises(pushclient.PushConnectionError, match="head exceeds 65536 bytes"):
+            await post(client)
+        # Refused once past the cap, not after reading the 4 MB: no more than a few reads' worth of parsing.
+        assert time.process_time() - started < 1.0
+        # A small head with a body larger than the head's cap, in one read, is an answer like any other.
+        answer = await post(client, cap=300_000)
+    assert (answer.status, answer.body) == (200, big_body)
+    assert server.connections == 2
+
+
+async def test_a_second_answer_in_the_same_read_drops_the_connection(serve: Serve) -> None:
+    stray = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 999\r\nContent-Length: 0\r\n\r\n"
+    server, url = await serve(lambda request: OK + stray)
+    async with opened(url, limit=10) as client:
+        first = await post(client)
+        second = await post(client)
+    # The answer is the first, untouched by what followed it; the connection that carried both is not reused.
+    assert first == second == pushclient.Answer(
+        200, {"content-type": "application/json", "content-length": "15"}, b'{"msg_id": "1"}'
+    )
+    assert server.connections == 2
 
 
 async def test_a_connection_the_server_closed_while_idle_is_not_used_again(serve: Serve) -> None:
