@@ -216,30 +216,31 @@ async def test_an_interim_answer_is_skipped(serve: Serve) -> None:
     assert answer.status == 200 and answer.body == b'{"msg_id": "1"}'
 
 
-async def test_an_interim_answer_then_a_close_is_a_connection_error(serve: Serve) -> None:
-    # Not a 100 answered: the push would be recorded failed for good instead of retried.
-    server, url = await serve(lambda request: b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
-    server.close_after_answer = True
+CLOSED_EARLY = "closed the connection before its answer ended"
+
+
+@pytest.mark.parametrize(
+    "answer, ending, error",
+    [
+        pytest.param(None, "close", CLOSED_EARLY, id="a close before any answer"),
+        pytest.param(b'HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{"msg_id"', "close", CLOSED_EARLY,
+                     id="an answer cut short by the close"),
+        # Not an answer with status 103: the backend would record that push failed for good instead of retrying.
+        pytest.param(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", "close", CLOSED_EARLY,
+                     id="an interim answer, then a close"),
+        pytest.param(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                     "keep", "switched protocols", id="switching protocols"),
+        # Only a close ends an answer framed by it: after a reset its body may be cut anywhere (here in the msg_id).
+        pytest.param(b'HTTP/1.1 200 OK\r\n\r\n{"msg_id": "12', "reset", "ConnectionResetError",
+                     id="an answer framed by the close, cut by a reset"),
+    ],
+)
+async def test_answers_that_are_connection_errors(serve: Serve, answer: bytes | None, ending: str, error: str) -> None:
+    server, url = await serve(lambda request: answer)
+    server.close_after_answer = ending == "close"
+    server.reset_after_answer = ending == "reset"
     async with opened(url, limit=10) as client:
-        with pytest.raises(pushclient.PushConnectionError, match="closed the connection before its answer ended"):
-            await post(client)
-
-
-async def test_switching_protocols_is_a_connection_error(serve: Serve) -> None:
-    _, url = await serve(
-        lambda request: b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-    )
-    async with opened(url, limit=10) as client:
-        with pytest.raises(pushclient.PushConnectionError, match="switched protocols"):
-            await post(client)
-
-
-async def test_an_answer_framed_by_the_close_cut_by_a_reset_is_a_connection_error(serve: Serve) -> None:
-    # Only a close ends such an answer: after a reset its body may be cut anywhere (here inside the msg_id).
-    server, url = await serve(lambda request: b'HTTP/1.1 200 OK\r\n\r\n{"msg_id": "12')
-    server.reset_after_answer = True
-    async with opened(url, limit=10) as client:
-        with pytest.raises(pushclient.PushConnectionError, match="ConnectionResetError"):
+        with pytest.raises(pushclient.PushConnectionError, match=error):
             await post(client)
 
 
@@ -299,21 +300,6 @@ async def test_idle_connections_are_closed_after_their_keepalive_without_another
         await eventually(lambda: server.open, "the idle connections closed", until=lambda count: count == 0)
         assert (await post(client)).status == 200  # and a new one is made when needed
         assert server.connections == 4
-
-
-async def test_a_close_before_the_answer_is_a_connection_error(serve: Serve) -> None:
-    _, url = await serve(lambda request: None)
-    async with opened(url, limit=10) as client:
-        with pytest.raises(pushclient.PushConnectionError, match="closed the connection before its answer ended"):
-            await post(client)
-
-
-async def test_an_answer_cut_short_by_the_close_is_a_connection_error(serve: Serve) -> None:
-    server, url = await serve(lambda request: b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"msg_id\"")
-    server.close_after_answer = True
-    async with opened(url, limit=10) as client:
-        with pytest.raises(pushclient.PushConnectionError, match="closed the connection before its answer ended"):
-            await post(client)
 
 
 async def test_not_http_is_a_connection_error(serve: Serve) -> None:
