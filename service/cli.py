@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     # Internal: how `serve --workers N` starts each of its workers (service.workers).
     serve_command.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     serve_command.add_argument("--worker-board", type=pathlib.Path, default=None, help=argparse.SUPPRESS)
+    serve_command.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     commands.add_parser("migrate", help="apply pending migrations and exit")
     apps = commands.add_parser("apps", help="manage apps").add_subparsers(dest="apps_command", required=True)
     # No abbreviations: `--push-secret S` must be refused, not taken as `--push-secret-file S`.
@@ -184,9 +185,15 @@ async def _apps_change(settings: Settings, args: argparse.Namespace) -> None:
     print(json.dumps(await _with_database(settings, work)))
 
 
-async def _watch_parent(stop: asyncio.Event) -> None:
-    """A worker whose parent is gone (SIGKILLed) stops gracefully instead of serving on, unsupervised."""
-    parent = os.getppid()
+class NotServing(Exception):
+    """A worker failed before it served (its database, its port): the cause is `__cause__`."""
+
+
+async def _watch_parent(stop: asyncio.Event, parent: int) -> None:
+    """A worker whose parent is gone (SIGKILLed) stops gracefully instead of serving on, unsupervised.
+
+    `parent` is the pid the parent gave on the command line, not os.getppid() read here: the parent may die
+    during the worker's second of imports, and the worker would then take its new parent (init) for it."""
     while not stop.is_set():
         if os.getppid() != parent:
             log.warning("the parent process is gone: stopping", extra={"event": "orphaned"})
@@ -196,7 +203,7 @@ async def _watch_parent(stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), 1.0)
 
 
-async def serve(settings: Settings, worker: workerboard.Seat | None = None) -> None:
+async def serve(settings: Settings, worker: workerboard.Seat | None = None, parent_pid: int | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully.
 
     Stop: close the listener (no new connections), drain (requests in flight finish on their open
@@ -204,7 +211,9 @@ async def serve(settings: Settings, worker: workerboard.Seat | None = None) -> N
     reverse: the engine hands back unfinished sends, the pool closes, the embedded PostgreSQL stops.
 
     `worker`: this process is one of `serve --workers N`'s; it binds the port with SO_REUSEPORT beside the
-    others, and its database is the parent's (DATABASE_URL), which the parent stops.
+    others, and its database is the parent's (DATABASE_URL), which the parent stops. It stops when the process
+    `parent_pid` is gone. A worker that fails before it serves raises NotServing, so that its exit code tells
+    the parent it never came up (workers.EXIT_NOT_STARTED).
     """
     app = create_app(settings, worker)
     # observe_middleware logs every request with its route template and app key: no aiohttp access log.
@@ -213,11 +222,18 @@ async def serve(settings: Settings, worker: workerboard.Seat | None = None) -> N
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    watching = None if worker is None else asyncio.create_task(_watch_parent(stop), name="watch-parent")
+    watching = None
+    if parent_pid is not None:
+        watching = asyncio.create_task(_watch_parent(stop, parent_pid), name="watch-parent")
     try:
-        await runner.setup()  # start-up: database, migrations, engine
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=worker is not None)
-        await site.start()
+        try:
+            await runner.setup()  # start-up: database, migrations, engine
+            site = web.TCPSite(runner, settings.host, settings.port, reuse_port=worker is not None)
+            await site.start()
+        except Exception as exc:
+            if worker is None:
+                raise
+            raise NotServing(str(exc) or type(exc).__name__) from exc
         log.info(
             "serving on http://%s:%d",
             settings.host,
@@ -278,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         if serving and worker is None and settings.workers > 1:
             return asyncio.run(workers.supervise(settings))
         if serving:
-            asyncio.run(serve(settings, worker))
+            asyncio.run(serve(settings, worker, getattr(args, "parent_pid", None)))
         elif args.command == "healthcheck":
             return healthcheck(settings)
         elif args.command == "migrate":
@@ -290,6 +306,12 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_apps_list(settings))
         else:
             asyncio.run(_apps_change(settings, args))
+    except NotServing as exc:
+        log.error(
+            "worker %d could not start: %s", args.worker, exc, exc_info=exc.__cause__,
+            extra={"event": "worker_not_started"},
+        )  # fmt: skip
+        return workers.EXIT_NOT_STARTED
     except (ValueError, OSError, migrations.MigrationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -10,10 +10,13 @@ The parent serves nothing itself. It
 - restarts a worker that dies, after a backoff that doubles while it keeps dying young (a crash loop does
   not spin); the dead worker's leased runs are taken over when their leases run out, as a dead replica's;
   a worker that fails on its very first start stops the whole service instead, as a single process would;
+  a worker that cannot even be started (the fork refused, EAGAIN) is tried again the same way;
 - keeps the shared directories: PROMETHEUS_MULTIPROC_DIR (service.metrics) and the readiness board
   (service.workerboard), marking a dead worker's gauges dead and its entry down;
 - on SIGTERM or SIGINT passes SIGTERM to every worker, waits for them to drain (each within its own
-  SHUTDOWN_TIMEOUT_SECONDS), stops the embedded PostgreSQL and exits 0.
+  SHUTDOWN_TIMEOUT_SECONDS), stops the embedded PostgreSQL and exits 0. A SIGTERM during the parent's own
+  start-up (the database, the migrations) is kept until that start-up ends: then no worker starts, and the
+  database it started is stopped.
 """
 
 from __future__ import annotations
@@ -42,9 +45,14 @@ log = logging.getLogger(__name__)
 RESTART_FIRST_SECONDS = 0.5
 RESTART_MAX_SECONDS = 30.0
 STEADY_SECONDS = 30.0
-# On top of a worker's own stop (drain, then the engine's stop: each up to SHUTDOWN_TIMEOUT_SECONDS) before
-# the parent kills it.
+# How long the parent gives a stopping worker before it kills it, in SHUTDOWN_TIMEOUT_SECONDS: a worker's stop
+# has three parts of up to that each (the drain of requests in flight, aiohttp's shutdown of the connections,
+# the engine's stop), then its pools close; one more for those, and a margin for a loaded machine.
+STOP_TIMEOUTS = 4
 STOP_MARGIN_SECONDS = 15.0
+# A worker that could not start serving (its database, its port) exits with this code (service.cli), so the
+# parent tells "never came up" from "died while serving".
+EXIT_NOT_STARTED = 3
 
 
 def describe_exit(code: int) -> str:
@@ -52,6 +60,18 @@ def describe_exit(code: int) -> str:
         with contextlib.suppress(ValueError):
             return f"signal {signal.Signals(-code).name}"
     return f"exit {code}"
+
+
+def failed_to_start(code: int, status: str | None) -> bool:
+    """Whether a worker's life ended before it ever served: it said so (EXIT_NOT_STARTED), or it died of an
+    error before it posted anything to the board (an import failing)."""
+    return code == EXIT_NOT_STARTED or (code > 0 and status == "starting")
+
+
+def stopped_as_asked(code: int) -> bool:
+    """Whether a worker told to stop ended well: drained (0), or killed by the SIGTERM itself because it came
+    before the worker's handlers existed (during its imports), when it held nothing yet."""
+    return code in (0, -signal.SIGTERM)
 
 
 def young_deaths_after(previous: int, lived_seconds: float) -> int:
@@ -90,7 +110,9 @@ async def prepare_database(settings: Settings) -> tuple[str, embedded.EmbeddedPo
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, dsn: str, directory: pathlib.Path) -> None:
+    def __init__(
+        self, settings: Settings, dsn: str, directory: pathlib.Path, stopping: asyncio.Event | None = None
+    ) -> None:
         self.settings = settings
         self.board = workerboard.Board(directory / "ready")
         self.metrics_dir = directory / "metrics"
@@ -98,8 +120,16 @@ class Supervisor:
         self.metrics_dir.mkdir()
         self.env = {**os.environ, "DATABASE_URL": dsn, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
         self.processes: dict[int, asyncio.subprocess.Process] = {}
-        self.stopping = asyncio.Event()
+        # Given when a stop may come before run() (supervise's start-up): set, no worker starts.
+        self.stopping = stopping or asyncio.Event()
         self.failed_to_start: str | None = None
+
+    def worker_command(self, index: int) -> list[str]:
+        """The command line of worker `index`."""
+        return [
+            sys.executable, "-m", "service", "serve",
+            "--worker", str(index), "--worker-board", str(self.board.directory), "--parent-pid", str(os.getpid()),
+        ]  # fmt: skip
 
     def stop(self) -> None:
         """SIGTERM to every worker running; the worker loops then end instead of restarting."""
@@ -109,55 +139,84 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     process.send_signal(signal.SIGTERM)
 
+    def _post(self, index: int, pid: int | None, status: str) -> None:
+        """The parent's posts to the board. One that fails (a full disk) leaves the entry as it was, which is
+        never "ready" while the parent has something to say: the parent goes on supervising."""
+        try:
+            self.board.post(index, pid, status)
+        except OSError as exc:
+            log.warning("the readiness board: worker %d %s not posted: %s", index, status, exc,
+                        extra={"event": "board_not_posted", "worker": index})  # fmt: skip
+
+    async def _life(self, index: int) -> tuple[int | None, str]:
+        """Worker `index` started and waited for: its exit code and how it ended, or None and why it could not
+        be started."""
+        self._post(index, None, "starting")
+        try:
+            process = await asyncio.create_subprocess_exec(*self.worker_command(index), env=self.env)
+        except OSError as exc:  # the fork refused (EAGAIN at pids.max, ENOMEM), the interpreter gone
+            return None, f"could not be started ({exc})"
+        self.processes[index] = process
+        if self.stopping.is_set():  # the stop came while it was being started
+            process.send_signal(signal.SIGTERM)
+        code = await process.wait()
+        with contextlib.suppress(OSError):
+            multiprocess.mark_process_dead(process.pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
+        return code, describe_exit(code)
+
     async def run_worker(self, index: int) -> int:
-        """Worker `index`, restarted whenever it dies, until the service stops; its last exit code."""
+        """Worker `index`, restarted whenever it dies, until the service stops; its last exit code (0 when it
+        stopped as asked)."""
         loop = asyncio.get_running_loop()
         young_deaths = 0
         first_start = True
         while True:
-            self.board.post(index, None, "starting")
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "service", "serve",
-                "--worker", str(index), "--worker-board", str(self.board.directory),
-                env=self.env,
-            )  # fmt: skip
-            self.processes[index] = process
-            if self.stopping.is_set():  # the stop came while it was being started
-                process.send_signal(signal.SIGTERM)
             started = loop.time()
-            code = await process.wait()
-            multiprocess.mark_process_dead(process.pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
+            code, ended = await self._life(index)
+            pid = None if code is None else self.processes[index].pid
             if self.stopping.is_set():
-                self.board.post(index, process.pid, f"stopped ({describe_exit(code)})")
-                return code
-            if first_start and code > 0 and self.board.status(index) == "starting":
+                self._post(index, pid, f"stopped ({ended})")
+                return 0 if code is None or stopped_as_asked(code) else code
+            if first_start and code is not None and failed_to_start(code, self.board.status(index)):
                 # It never came up and gave up by itself (a port taken, a bad setting): a restart would fail
                 # the same way.
-                self.failed_to_start = f"worker {index} (pid {process.pid}) failed to start ({describe_exit(code)})"
+                self.failed_to_start = f"worker {index} (pid {pid}) failed to start ({ended})"
                 log.error("%s: stopping", self.failed_to_start, extra={"event": "worker_failed_to_start"})
-                self.board.post(index, process.pid, f"failed to start ({describe_exit(code)})")
+                self._post(index, pid, f"failed to start ({ended})")
                 self.stop()
                 return code
-            first_start = False
+            if code is not None:
+                first_start = False
             young_deaths = young_deaths_after(young_deaths, loop.time() - started)
             delay = restart_delay(young_deaths)
-            self.board.post(index, process.pid, f"down ({describe_exit(code)}), restarting")
+            self._post(index, pid, f"down ({ended}), restarting")
             log.warning(
-                "worker %d (pid %d) ended (%s); restarting it in %.1f s",
+                "worker %d (pid %s) %s; restarting it in %.1f s",
                 index,
-                process.pid,
-                describe_exit(code),
+                pid,
+                "ended" if code is not None else ended,
                 delay,
-                extra={"event": "worker_restart", "worker": index, "dead_pid": process.pid, "exit": code,
+                extra={"event": "worker_restart", "worker": index, "dead_pid": pid, "exit": code, "ended": ended,
                        "delay_seconds": delay},
             )  # fmt: skip
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
             if self.stopping.is_set():
-                return code
+                return 0
+
+    def _seat_ended(self, seat: asyncio.Task[int]) -> None:
+        """A seat's loop raised (a bug: run_worker handles what a worker's life can do): its worker would no
+        longer be restarted, and /readyz would stay 503, so the whole service stops, with the reason logged."""
+        if not seat.cancelled() and seat.exception() is not None and not self.stopping.is_set():
+            log.error("%s failed: stopping", seat.get_name(), exc_info=seat.exception(),
+                      extra={"event": "supervisor_failed"})  # fmt: skip
+            self.stop()
 
     async def run(self, count: int) -> int:
         """Start `count` workers and supervise them until SIGTERM or SIGINT; 0 when every one drained."""
+        if self.stopping.is_set():
+            log.info("stopped before any worker started", extra={"event": "stopping"})
+            return 0
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop)
@@ -171,11 +230,13 @@ class Supervisor:
         )  # fmt: skip
         # Every entry is on the board before any worker asks it.
         for index in range(count):
-            self.board.post(index, None, "starting")
+            self._post(index, None, "starting")
         seats = [asyncio.create_task(self.run_worker(index), name=f"worker-{index}") for index in range(count)]
+        for seat in seats:
+            seat.add_done_callback(self._seat_ended)
         await self.stopping.wait()
         log.info("stopping: SIGTERM to every worker, waiting for them to drain", extra={"event": "stopping"})
-        limit = 2 * self.settings.shutdown_timeout_seconds + STOP_MARGIN_SECONDS
+        limit = STOP_TIMEOUTS * self.settings.shutdown_timeout_seconds + STOP_MARGIN_SECONDS
         _, pending = await asyncio.wait(seats, timeout=limit)
         if pending:
             log.error("workers still running after %.0f s: killing them", limit, extra={"event": "workers_killed"})
@@ -184,8 +245,8 @@ class Supervisor:
                     with contextlib.suppress(ProcessLookupError):
                         process.kill()
             await asyncio.wait(pending)
-        codes = [seat.result() for seat in seats]
-        return 0 if not pending and self.failed_to_start is None and not any(codes) else 1
+        failed = [seat for seat in seats if seat.exception() is not None or seat.result() != 0]
+        return 0 if not pending and self.failed_to_start is None and not failed else 1
 
 
 class WorkersDoNotFit(Exception):
@@ -224,10 +285,16 @@ async def supervise(settings: Settings) -> int:
     """`serve --workers N` with N > 1: the process's exit code."""
     loop = asyncio.get_running_loop()
     started = loop.time()
+    # From the first instant: a SIGTERM during the start-up below must not kill this process with the
+    # embedded PostgreSQL it is starting left running. It is kept, and acted on once the start-up ends.
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
     dsn, server = await prepare_database(settings)
     directory = pathlib.Path(tempfile.mkdtemp(prefix="push-service-workers-"))
     try:
-        code = await Supervisor(settings, dsn, directory).run(await workers_that_fit(settings, dsn))
+        count = await workers_that_fit(settings, dsn)
+        code = await Supervisor(settings, dsn, directory, stopping).run(count)
     except WorkersDoNotFit as exc:
         log.error("not starting: %s", exc, extra={"event": "workers_do_not_fit"})
         code = 2

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import pathlib
 import re
+import shutil
 import signal
+import socket
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -223,3 +227,174 @@ def test_the_board_names_the_first_worker_not_ready(tmp_path: pathlib.Path) -> N
     assert board.first_not_ready() is None
     board.post(0, 100, "draining")
     assert board.first_not_ready() == "worker 0 (pid 100): draining"
+
+
+async def _serve_workers(
+    data_dir: pathlib.Path, port: int
+) -> tuple[asyncio.subprocess.Process, list[str], asyncio.Task[None]]:
+    """`serve --workers 2` on the embedded database in `data_dir`: the process, its output lines as they
+    come, and the task reading them."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", "serve", "--workers", "2",
+        cwd=ROOT,
+        env=cli_env(DATA_DIR=str(data_dir), PORT=str(port), HOST="127.0.0.1"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    output: list[str] = []
+    return process, output, asyncio.create_task(_read_to_end(process.stdout, output))
+
+
+def worker_processes(parent: int) -> list[psutil.Process]:
+    """The parent's workers (the embedded PostgreSQL is not its child: pg_ctl detaches it)."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return [child for child in psutil.Process(parent).children() if "--worker" in child.cmdline()]
+    return []
+
+
+async def _stop_all(
+    process: asyncio.subprocess.Process,
+    reading: asyncio.Task[None],
+    data_dir: pathlib.Path,
+    orphans: Sequence[psutil.Process] = (),
+) -> None:
+    """What a failed test (or a SIGKILLed parent) may leave behind, killed: the parent, its workers, workers
+    orphaned earlier, the embedded PostgreSQL."""
+    for worker in [*worker_processes(process.pid), *orphans]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            worker.kill()
+    if process.returncode is None:
+        process.kill()
+    await asyncio.wait_for(reading, timeout=5)
+    for pid in postgres_processes(data_dir):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).terminate()
+
+
+async def test_a_port_taken_stops_the_service_instead_of_restarting_forever(tmp_path: pathlib.Path) -> None:
+    """Another program holds the port (without SO_REUSEPORT): each worker fails to bind on its first start,
+    exits EXIT_NOT_STARTED, and the parent stops with exit 1 and the database stopped. (A worker's cleanup
+    posts "draining" to the board, so the board alone could not tell; the service restarted them forever.)"""
+    data_dir = tmp_path / "data"
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        process, output, reading = await _serve_workers(data_dir, holder.getsockname()[1])
+        try:
+            returncode = await asyncio.wait_for(process.wait(), timeout=90)
+            left_running = postgres_processes(data_dir)
+        finally:
+            await _stop_all(process, reading, data_dir)
+    assert returncode == 1, "".join(output)
+    assert events(output, "worker_failed_to_start"), "".join(output)
+    assert events(output, "worker_restart") == [], "a worker that never came up was restarted"
+    not_started = events(output, "worker_not_started")
+    assert not_started and all("address already in use" in entry["message"].lower() for entry in not_started)
+    assert left_running == [], "the embedded PostgreSQL outlived the service"
+
+
+async def test_a_sigterm_during_the_parents_start_up_stops_the_database(tmp_path: pathlib.Path) -> None:
+    """SIGTERM while the parent migrates the database it has just started: it finishes its start-up, starts
+    no worker, stops PostgreSQL and exits 0. (It was killed outright, PostgreSQL left running.)"""
+    data_dir = tmp_path / "data"
+    process, output, reading = await _serve_workers(data_dir, free_port())
+    try:
+        await eventually(lambda: any("applied migration 0001" in line for line in output), "migrating", timeout=60)
+        process.send_signal(signal.SIGTERM)
+        returncode = await asyncio.wait_for(process.wait(), timeout=60)
+        left_running = postgres_processes(data_dir)
+    finally:
+        await _stop_all(process, reading, data_dir)
+    assert returncode == 0, "".join(output)
+    assert left_running == [], "the embedded PostgreSQL outlived the service"
+    assert events(output, "workers_starting") == [] and events(output, "serving") == []
+    assert json.loads(output[-2])["message"] == "embedded PostgreSQL stopped", "".join(output)
+
+
+async def test_a_sigterm_as_the_workers_start_is_a_clean_stop(tmp_path: pathlib.Path) -> None:
+    """SIGTERM as soon as the workers exist, before they have handlers of their own: the default action kills
+    them (-SIGTERM), which is the stop asked for with nothing held yet, so the parent exits 0, not 1."""
+    data_dir = tmp_path / "data"
+    process, output, reading = await _serve_workers(data_dir, free_port())
+    try:
+        await eventually(lambda: len(worker_processes(process.pid)) == 2, "two workers", timeout=60, interval=0.01)
+        process.send_signal(signal.SIGTERM)
+        returncode = await asyncio.wait_for(process.wait(), timeout=60)
+        left_running = postgres_processes(data_dir)
+    finally:
+        await _stop_all(process, reading, data_dir)
+    assert returncode == 0, "".join(output)
+    assert left_running == [], "the embedded PostgreSQL outlived the service"
+
+
+async def test_workers_of_a_parent_killed_early_stop(tmp_path: pathlib.Path) -> None:
+    """The parent SIGKILLed while its workers are still importing: each worker knows its parent's pid from its
+    command line, sees it gone once it runs, and stops. (They took their new parent, init, for theirs, and
+    served on unsupervised.)"""
+    data_dir = tmp_path / "data"
+    process, output, reading = await _serve_workers(data_dir, free_port())
+    found: list[psutil.Process] = []
+    try:
+        found.extend(await eventually(lambda: worker_processes(process.pid), "the workers", timeout=60, interval=0.01))
+        process.kill()
+        await process.wait()
+
+        def alive() -> list[psutil.Process]:
+            return [worker for worker in found if worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE]
+
+        await eventually(alive, "the orphaned workers stopped", until=lambda left: left == [], timeout=60)
+    finally:
+        await _stop_all(process, reading, data_dir, found)
+    assert events(output, "orphaned"), "".join(output)
+
+
+class _RefusedForks(workers.Supervisor):
+    """A supervisor whose worker 1 cannot be started twice (as a fork refused with EAGAIN at pids.max), and
+    whose workers are then a harmless process instead of the service."""
+
+    refusals = 2
+
+    def worker_command(self, index: int) -> list[str]:
+        if index == 1 and self.refusals > 0:
+            self.refusals -= 1
+            return [str(self.metrics_dir / "no-such-interpreter")]
+        return [sys.executable, "-c", "import time; time.sleep(600)"]
+
+
+async def test_a_worker_that_cannot_be_started_is_tried_again(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Starting a worker fails: its seat tries again after the restart backoff, and the board says why
+    meanwhile; the board's own writes failing (a full disk) stop nothing either. (The seat's task died of the
+    exception: that worker was never started again, /readyz said 503 for good, and the stop raised it.)"""
+    supervisor = _RefusedForks(settings_module.Settings(), "postgresql://unused", tmp_path)
+    loop = asyncio.get_running_loop()
+    with caplog.at_level(logging.INFO, logger="service.workers"):
+        running = asyncio.create_task(supervisor.run(2))
+        try:
+
+            def restarts() -> list[logging.LogRecord]:
+                return [record for record in caplog.records if getattr(record, "event", None) == "worker_restart"]
+
+            def both_running() -> bool:
+                return all(index in supervisor.processes for index in (0, 1))
+
+            await eventually(both_running, "worker 1 started at its third try", timeout=30)
+            refused = restarts()
+            assert [record.worker for record in refused] == [1, 1]  # type: ignore[attr-defined]
+            assert all(record.ended.startswith("could not be started") for record in refused)  # type: ignore[attr-defined]
+            assert [record.delay_seconds for record in refused] == [0.5, 1.0]  # type: ignore[attr-defined]
+
+            # The board's directory gone: its posts fail, the supervisor restarts a dead worker all the same.
+            shutil.rmtree(supervisor.board.directory)
+            dead = supervisor.processes[0]
+            dead.kill()
+            await eventually(lambda: supervisor.processes[0] is not dead, "worker 0 restarted", timeout=30)
+            assert any(getattr(record, "event", None) == "board_not_posted" for record in caplog.records)
+        finally:
+            supervisor.stop()
+            code = await asyncio.wait_for(running, timeout=30)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+    assert code == 0  # both stopped by the SIGTERM asked for
