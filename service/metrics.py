@@ -11,21 +11,26 @@ share one label, and no label ever carries app data.
 With `serve --workers N` each worker is its own process: the parent sets PROMETHEUS_MULTIPROC_DIR before
 starting them, so prometheus_client keeps every counter and histogram in memory-mapped files there, and
 whichever worker answers a scrape sums every worker's files (dead workers' counts included: totals never go
-back). The pool gauges are kept per live worker and summed ('livesum'); the backlog is read from the shared
+back). The parent folds a dead worker's counter and histogram files into one archive file per type
+(fold_dead_process), so a crash-looping worker does not leave a file per life for every scrape to read. The
+pool gauges are kept per live worker and summed ('livesum'); the backlog is read from the shared
 database at scrape time, once, by the worker answering. The `process_*` and `python_*` series describe one
 process, so they are left out there rather than taken from whichever worker answered.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.registry import Collector
 
 from service.domain import types
@@ -150,6 +155,59 @@ class _Scraped(Collector):
         return self._families
 
 
+# The types whose dead processes' files are folded into the archive: summed across processes, whatever their
+# pid. (The pool gauges are 'livesum': a dead worker's are removed by mark_process_dead.)
+_FOLDED_TYPES = ("counter", "histogram")
+
+
+@contextlib.contextmanager
+def _directory_lock(directory: str, operation: int) -> Iterator[None]:
+    """The multiprocess directory's lock: held shared by a scrape while it reads the files, and exclusively by
+    the fold, so a scrape sees a dead worker's counts once (in its file or in the archive, never both) and no
+    file is removed under it (prometheus_client's reader fails on a counter file that vanished)."""
+    with open(os.path.join(directory, "fold.lock"), "a+b") as lock:
+        fcntl.flock(lock, operation)
+        yield  # closing the file releases the lock, also when the holder dies
+
+
+def fold_dead_process(pid: int, directory: str) -> None:
+    """The bookkeeping after worker `pid` died: its live gauges removed, and its counters and histograms added
+    into `<type>_archive.db` and its own files removed. The totals a scrape shows do not change; the files it
+    reads stay one per live worker and type, plus the archive, however many workers died before."""
+    multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    with _directory_lock(directory, fcntl.LOCK_EX):
+        for kind in _FOLDED_TYPES:
+            dead = os.path.join(directory, f"{kind}_{pid}.db")
+            if not os.path.exists(dead):
+                continue
+            archive = os.path.join(directory, f"{kind}_archive.db")
+            totals: dict[str, float] = {}
+            for path in (archive, dead):
+                if os.path.exists(path):
+                    for key, value, _, _ in MmapedDict.read_all_values_from_file(path):  # type: ignore[no-untyped-call]
+                        totals[key] = totals.get(key, 0.0) + value
+            # Written aside (no scrape reads a name that is not *.db) and swapped in whole.
+            staging = archive + ".new"
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(staging)  # left by a fold that failed
+            written = MmapedDict(staging)  # type: ignore[no-untyped-call]
+            try:
+                for key, value in totals.items():
+                    written.write_value(key, value, 0.0)  # type: ignore[no-untyped-call]
+            finally:
+                written.close()  # type: ignore[no-untyped-call]
+            os.replace(staging, archive)
+            os.remove(dead)
+
+
+def every_worker(directory: str) -> bytes:
+    """The counters, histograms and live gauges of every worker, dead ones' included, as exposition text."""
+    workers = CollectorRegistry()
+    multiprocess.MultiProcessCollector(workers, directory)  # type: ignore[no-untyped-call]
+    with _directory_lock(directory, fcntl.LOCK_SH):  # a fold holds it for a few milliseconds
+        return prometheus_client.generate_latest(workers)
+
+
 def exposition(backlog: types.DueBacklog | None, pool: types.PoolUsage | None) -> bytes:
     """The text of one scrape: the counters (this process's, or every worker's) plus the values read for this
     scrape, when known."""
@@ -165,11 +223,9 @@ def exposition(backlog: types.DueBacklog | None, pool: types.PoolUsage | None) -
     if MULTIPROCESS_DIR is not None:
         if pool is not None:
             record_pool(pool)
-        workers = CollectorRegistry()
-        multiprocess.MultiProcessCollector(workers, MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
         scraped = CollectorRegistry()
         scraped.register(_Scraped(families))
-        return prometheus_client.generate_latest(workers) + prometheus_client.generate_latest(scraped)
+        return every_worker(MULTIPROCESS_DIR) + prometheus_client.generate_latest(scraped)
     if pool is not None:
         connections = GaugeMetricFamily(
             "push_db_pool_connections", "This process's database pool connections, by state.", labels=["state"]

@@ -12,7 +12,7 @@ The parent serves nothing itself. It
   a worker that fails on its very first start stops the whole service instead, as a single process would;
   a worker that cannot even be started (the fork refused, EAGAIN) is tried again the same way;
 - keeps the shared directories: PROMETHEUS_MULTIPROC_DIR (service.metrics) and the readiness board
-  (service.workerboard), marking a dead worker's gauges dead and its entry down;
+  (service.workerboard), folding a dead worker's metrics into the archive and marking its entry down;
 - on SIGTERM or SIGINT passes SIGTERM to every worker, waits for them to drain (each within its own
   SHUTDOWN_TIMEOUT_SECONDS), stops the embedded PostgreSQL and exits 0. A SIGTERM during the parent's own
   start-up (the database, the migrations) is kept until that start-up ends: then no worker starts, and the
@@ -31,9 +31,7 @@ import signal
 import sys
 import tempfile
 
-from prometheus_client import multiprocess
-
-from service import workerboard
+from service import metrics, workerboard
 from service.app import check_push_credentials_key, connections_per_process, create_demo_app, open_database
 from service.settings import Settings
 from service.store import database, embedded, migrations
@@ -160,8 +158,11 @@ class Supervisor:
         if self.stopping.is_set():  # the stop came while it was being started
             process.send_signal(signal.SIGTERM)
         code = await process.wait()
-        with contextlib.suppress(OSError):
-            multiprocess.mark_process_dead(process.pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
+        try:
+            metrics.fold_dead_process(process.pid, str(self.metrics_dir))
+        except OSError as exc:  # a full disk: its files stay, and are still counted
+            log.warning("worker %d's metrics files not folded: %s", index, exc,
+                        extra={"event": "metrics_not_folded", "worker": index})  # fmt: skip
         return code, describe_exit(code)
 
     async def run_worker(self, index: int) -> int:

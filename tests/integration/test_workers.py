@@ -6,12 +6,15 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import pathlib
 import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,8 +22,8 @@ import aiohttp
 import psutil
 import pytest
 
+from service import metrics, workerboard, workers
 from service import settings as settings_module
-from service import workerboard, workers
 from tests.integration.conftest import future_time, schedule_body
 from tests.integration.test_cli_and_serve import (
     ROOT,
@@ -155,6 +158,13 @@ async def test_two_workers_share_the_port_the_metrics_and_the_readiness(tmp_path
         # The dead worker's counts stay in the totals; its pool left with it, the new worker's came.
         assert metric(text, "push_http_requests_total", method="GET", route="/healthz", status="200") == 41
         assert metric(text, "push_db_pool_max_connections") == 20
+        # The dead workers' files were folded into the archive: what a scrape reads does not grow with deaths.
+        live = workers_of(process.pid)
+        command = live[0].cmdline()
+        board = pathlib.Path(command[command.index("--worker-board") + 1])
+        counter_files = {path.name for path in (board.parent / "metrics").glob("counter_*.db")}
+        assert counter_files <= {"counter_archive.db"} | {f"counter_{worker.pid}.db" for worker in live}, counter_files
+        assert "counter_archive.db" in counter_files
     finally:
         await session.close()
         if process.returncode is None:
@@ -246,7 +256,7 @@ async def _serve_workers(
     return process, output, asyncio.create_task(_read_to_end(process.stdout, output))
 
 
-def worker_processes(parent: int) -> list[psutil.Process]:
+def workers_of(parent: int) -> list[psutil.Process]:
     """The parent's workers (the embedded PostgreSQL is not its child: pg_ctl detaches it)."""
     with contextlib.suppress(psutil.NoSuchProcess):
         return [child for child in psutil.Process(parent).children() if "--worker" in child.cmdline()]
@@ -261,7 +271,7 @@ async def _stop_all(
 ) -> None:
     """What a failed test (or a SIGKILLed parent) may leave behind, killed: the parent, its workers, workers
     orphaned earlier, the embedded PostgreSQL."""
-    for worker in [*worker_processes(process.pid), *orphans]:
+    for worker in [*workers_of(process.pid), *orphans]:
         with contextlib.suppress(psutil.NoSuchProcess):
             worker.kill()
     if process.returncode is None:
@@ -318,7 +328,7 @@ async def test_a_sigterm_as_the_workers_start_is_a_clean_stop(tmp_path: pathlib.
     data_dir = tmp_path / "data"
     process, output, reading = await _serve_workers(data_dir, free_port())
     try:
-        await eventually(lambda: len(worker_processes(process.pid)) == 2, "two workers", timeout=60, interval=0.01)
+        await eventually(lambda: len(workers_of(process.pid)) == 2, "two workers", timeout=60, interval=0.01)
         process.send_signal(signal.SIGTERM)
         returncode = await asyncio.wait_for(process.wait(), timeout=60)
         left_running = postgres_processes(data_dir)
@@ -336,7 +346,7 @@ async def test_workers_of_a_parent_killed_early_stop(tmp_path: pathlib.Path) -> 
     process, output, reading = await _serve_workers(data_dir, free_port())
     found: list[psutil.Process] = []
     try:
-        found.extend(await eventually(lambda: worker_processes(process.pid), "the workers", timeout=60, interval=0.01))
+        found.extend(await eventually(lambda: workers_of(process.pid), "the workers", timeout=60, interval=0.01))
         process.kill()
         await process.wait()
 
@@ -398,3 +408,46 @@ async def test_a_worker_that_cannot_be_started_is_tried_again(
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
     assert code == 0  # both stopped by the SIGTERM asked for
+
+
+def test_a_dead_workers_metrics_are_folded_into_the_archive(tmp_path: pathlib.Path) -> None:
+    """Three processes count requests in one multiprocess directory and exit. Folding each away leaves the
+    totals as they were (counters and histograms), and the directory holding the archive alone; scrapes taken
+    all the while, from another thread, never fail and always see the same totals."""
+    directory = str(tmp_path)
+    code = "from service import metrics\nfor _ in range({}): metrics.record_request('GET', '/healthz', 200, 0.002)"
+    pids = []
+    for count in (3, 5, 7):
+        dead = subprocess.Popen(
+            [sys.executable, "-c", code.format(count)], cwd=ROOT, env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": directory}
+        )
+        assert dead.wait(timeout=60) == 0
+        pids.append(dead.pid)
+
+    def totals() -> tuple[float | None, float | None]:
+        text = metrics.every_worker(directory).decode()
+        return (
+            metric(text, "push_http_requests_total", method="GET", route="/healthz", status="200"),
+            metric(text, "push_http_request_duration_seconds_count", method="GET", route="/healthz"),
+        )
+
+    assert totals() == (15, 15)
+    assert sorted(path.name for path in tmp_path.glob("counter_*.db")) == sorted(f"counter_{pid}.db" for pid in pids)
+    seen: list[tuple[float | None, float | None]] = []
+    folding = threading.Event()
+
+    def scrape_while_folding() -> None:
+        while not folding.is_set():
+            seen.append(totals())
+
+    scraper = threading.Thread(target=scrape_while_folding)
+    scraper.start()
+    try:
+        for pid in pids:
+            metrics.fold_dead_process(pid, directory)
+    finally:
+        folding.set()
+        scraper.join()
+    assert totals() == (15, 15)
+    assert seen and set(seen) == {(15, 15)}
+    assert sorted(path.name for path in tmp_path.glob("*.db")) == ["counter_archive.db", "histogram_archive.db"]
