@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import functools
 import os
+import struct
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -170,34 +171,70 @@ def _directory_lock(directory: str, operation: int) -> Iterator[None]:
         yield  # closing the file releases the lock, also when the holder dies
 
 
-def fold_dead_process(pid: int, directory: str) -> None:
+def _read_values(path: str) -> list[tuple[str, float]]:
+    """A multiprocess file's (key, value) pairs, or [] when there is no such file."""
+    try:
+        entries = MmapedDict.read_all_values_from_file(path)  # type: ignore[no-untyped-call]
+    except FileNotFoundError:
+        return []
+    return [(key, value) for key, value, _, _ in entries]
+
+
+def _write_values(path: str, values: dict[str, float]) -> None:
+    """A new multiprocess file at `path` holding `values`. Its space is allocated before it is mapped: a full
+    disk is an OSError here, where writing through the map of a sparse file would kill the process (SIGBUS)."""
+    # Each entry: its length (4 bytes), the key padded to 8-byte alignment (at most 8 more), value and timestamp.
+    size = 8 + sum(len(key.encode("utf-8")) + 28 for key in values)
+    with open(path, "xb") as created:
+        os.posix_fallocate(created.fileno(), 0, size)
+    written = MmapedDict(path)  # type: ignore[no-untyped-call]
+    try:
+        for key, value in values.items():
+            written.write_value(key, value, 0.0)  # type: ignore[no-untyped-call]
+    finally:
+        written.close()  # type: ignore[no-untyped-call]
+
+
+def fold_dead_process(pid: int, directory: str) -> list[str]:
     """The bookkeeping after worker `pid` died: its live gauges removed, and its counters and histograms added
     into `<type>_archive.db` and its own files removed. The totals a scrape shows do not change; the files it
-    reads stay one per live worker and type, plus the archive, however many workers died before."""
+    reads stay one per live worker and type, plus the archive, however many workers died before.
+
+    Returns the dead worker's files that could not be read (it was killed as it created one): they are removed
+    uncounted, for left there they would fail every scrape. An OSError (a full disk) leaves everything as it
+    was, still counted."""
     multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    unreadable = []
     with _directory_lock(directory, fcntl.LOCK_EX):
         for kind in _FOLDED_TYPES:
             dead = os.path.join(directory, f"{kind}_{pid}.db")
-            if not os.path.exists(dead):
+            try:
+                dead_values = _read_values(dead)
+            except (struct.error, ValueError):  # cut short: no length header, or a key cut in its middle
+                unreadable.append(os.path.basename(dead))
+                os.remove(dead)
+                continue
+            if not dead_values:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(dead)
                 continue
             archive = os.path.join(directory, f"{kind}_archive.db")
             totals: dict[str, float] = {}
-            for path in (archive, dead):
-                if os.path.exists(path):
-                    for key, value, _, _ in MmapedDict.read_all_values_from_file(path):  # type: ignore[no-untyped-call]
-                        totals[key] = totals.get(key, 0.0) + value
+            for key, value in _read_values(archive) + dead_values:
+                totals[key] = totals.get(key, 0.0) + value
             # Written aside (no scrape reads a name that is not *.db) and swapped in whole.
             staging = archive + ".new"
             with contextlib.suppress(FileNotFoundError):
                 os.remove(staging)  # left by a fold that failed
-            written = MmapedDict(staging)  # type: ignore[no-untyped-call]
             try:
-                for key, value in totals.items():
-                    written.write_value(key, value, 0.0)  # type: ignore[no-untyped-call]
-            finally:
-                written.close()  # type: ignore[no-untyped-call]
+                _write_values(staging, totals)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.remove(staging)
+                raise
             os.replace(staging, archive)
             os.remove(dead)
+    return unreadable
 
 
 def every_worker(directory: str) -> bytes:

@@ -68,8 +68,9 @@ def failed_to_start(code: int, status: str | None) -> bool:
 
 def stopped_as_asked(code: int) -> bool:
     """Whether a worker told to stop ended well: drained (0), or killed by the SIGTERM itself because it came
-    before the worker's handlers existed (during its imports), when it held nothing yet."""
-    return code in (0, -signal.SIGTERM)
+    before the worker's handlers existed (during its imports), when it held nothing yet; or by the SIGINT of a
+    terminal's Ctrl-C, which reaches the workers (the parent's process group) directly."""
+    return code in (0, -signal.SIGTERM, -signal.SIGINT)
 
 
 def young_deaths_after(previous: int, lived_seconds: float) -> int:
@@ -121,6 +122,7 @@ class Supervisor:
         # Given when a stop may come before run() (supervise's start-up): set, no worker starts.
         self.stopping = stopping or asyncio.Event()
         self.failed_to_start: str | None = None
+        self.seats_failed: set[asyncio.Task[int]] = set()  # logged as they failed
 
     def worker_command(self, index: int) -> list[str]:
         """The command line of worker `index`."""
@@ -138,8 +140,8 @@ class Supervisor:
                     process.send_signal(signal.SIGTERM)
 
     def _post(self, index: int, pid: int | None, status: str) -> None:
-        """The parent's posts to the board. One that fails (a full disk) leaves the entry as it was, which is
-        never "ready" while the parent has something to say: the parent goes on supervising."""
+        """The parent's posts to the board. One that fails (a full disk) is logged and the parent goes on
+        supervising; the entry stays as it was, so /readyz may be wrong about that worker until a post works."""
         try:
             self.board.post(index, pid, status)
         except OSError as exc:
@@ -158,12 +160,23 @@ class Supervisor:
         if self.stopping.is_set():  # the stop came while it was being started
             process.send_signal(signal.SIGTERM)
         code = await process.wait()
-        try:
-            metrics.fold_dead_process(process.pid, str(self.metrics_dir))
-        except OSError as exc:  # a full disk: its files stay, and are still counted
-            log.warning("worker %d's metrics files not folded: %s", index, exc,
-                        extra={"event": "metrics_not_folded", "worker": index})  # fmt: skip
+        await self._fold_metrics(index, process.pid)
         return code, describe_exit(code)
+
+    async def _fold_metrics(self, index: int, pid: int) -> None:
+        """The dead worker's metrics files folded into the archive (service.metrics), in a thread: the fold waits
+        for scrapes in progress, and a worker frozen mid-scrape must not freeze the parent's loop with it."""
+        try:
+            unreadable = await asyncio.to_thread(metrics.fold_dead_process, pid, str(self.metrics_dir))
+        except Exception:  # a full disk: its files stay, and are still counted; a restart matters more
+            log.warning("worker %d's metrics files not folded", index, exc_info=True,
+                        extra={"event": "metrics_not_folded", "worker": index})  # fmt: skip
+            return
+        if unreadable:
+            log.warning(
+                "worker %d's metrics files %s could not be read (it died creating them): removed",
+                index, ", ".join(unreadable), extra={"event": "metrics_unreadable", "worker": index},
+            )  # fmt: skip
 
     async def run_worker(self, index: int) -> int:
         """Worker `index`, restarted whenever it dies, until the service stops; its last exit code (0 when it
@@ -209,6 +222,7 @@ class Supervisor:
         """A seat's loop raised (a bug: run_worker handles what a worker's life can do): its worker would no
         longer be restarted, and /readyz would stay 503, so the whole service stops, with the reason logged."""
         if not seat.cancelled() and seat.exception() is not None and not self.stopping.is_set():
+            self.seats_failed.add(seat)
             log.error("%s failed: stopping", seat.get_name(), exc_info=seat.exception(),
                       extra={"event": "supervisor_failed"})  # fmt: skip
             self.stop()
@@ -247,6 +261,10 @@ class Supervisor:
                         process.kill()
             await asyncio.wait(pending)
         failed = [seat for seat in seats if seat.exception() is not None or seat.result() != 0]
+        for seat in failed:
+            if seat.exception() is not None and seat not in self.seats_failed:
+                log.error("%s failed while stopping", seat.get_name(), exc_info=seat.exception(),
+                          extra={"event": "supervisor_failed"})  # fmt: skip
         return 0 if not pending and self.failed_to_start is None and not failed else 1
 
 
@@ -282,8 +300,24 @@ async def workers_that_fit(settings: Settings, dsn: str) -> int:
     return count
 
 
+def _wait_on_workers_without_threads() -> None:
+    """Python 3.11 waits on each child from a thread of its own (ThreadedChildWatcher). At a pids limit, which
+    counts threads, the fork can succeed and that thread fail: the worker would run with nobody waiting on it
+    or stopping it. A pidfd needs no thread; 3.12 and later use one by default where the kernel has them."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:  # a kernel before 5.3
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(asyncio.get_running_loop())
+    asyncio.get_event_loop_policy().set_child_watcher(watcher)
+
+
 async def supervise(settings: Settings) -> int:
     """`serve --workers N` with N > 1: the process's exit code."""
+    _wait_on_workers_without_threads()
     loop = asyncio.get_running_loop()
     started = loop.time()
     # From the first instant: a SIGTERM during the start-up below must not kill this process with the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -451,3 +452,62 @@ def test_a_dead_workers_metrics_are_folded_into_the_archive(tmp_path: pathlib.Pa
     assert totals() == (15, 15)
     assert seen and set(seen) == {(15, 15)}
     assert sorted(path.name for path in tmp_path.glob("*.db")) == ["counter_archive.db", "histogram_archive.db"]
+
+
+def test_a_dead_workers_file_cut_short_is_removed_not_read(tmp_path: pathlib.Path) -> None:
+    """A worker killed as it created a metrics file leaves it empty: prometheus_client's reader fails on it, so
+    left in the directory it would fail every scrape. The fold removes it and names it."""
+    (tmp_path / "counter_4242.db").touch()
+    with pytest.raises(Exception, match="unpack"):
+        metrics.every_worker(str(tmp_path))
+    assert metrics.fold_dead_process(4242, str(tmp_path)) == ["counter_4242.db"]
+    assert not (tmp_path / "counter_4242.db").exists()
+    assert metrics.every_worker(str(tmp_path)) == b""
+
+
+FOLD_ON_A_FULL_DISK = """
+import os, subprocess, sys
+from service import metrics
+directory = sys.argv[1]
+code = "from service import metrics\\nmetrics.record_request('GET', '/healthz', 200, 0.002)"
+worker = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": directory})
+assert worker.returncode == 0
+for name in os.listdir(directory):  # the fold removes these first, and would have their page to write in
+    if name.startswith("gauge_"):
+        os.remove(os.path.join(directory, name))
+filler = os.open(os.path.join(directory, "filler"), os.O_WRONLY | os.O_CREAT)
+try:
+    while True:
+        os.write(filler, b"x" * 4096)
+except OSError:
+    os.close(filler)
+pid = int(next(name for name in os.listdir(directory) if name.startswith("counter_"))[len("counter_"):-3])
+try:
+    metrics.fold_dead_process(pid, directory)
+except OSError as exc:
+    print("OSError", exc.errno, sorted(name for name in os.listdir(directory) if name != "filler"))
+"""
+
+
+def test_a_full_disk_fails_the_fold_with_an_error_the_parent_survives(tmp_path: pathlib.Path) -> None:
+    """The fold on a full disk (a 256 KiB tmpfs, in a mount namespace of its own): an OSError the parent logs,
+    the dead worker's file still there and counted, nothing half-written left. (It wrote through the map of a
+    sparse file, and the page fault on the full disk killed the process with SIGBUS.)"""
+    small = tmp_path / "small"
+    small.mkdir()
+    script = tmp_path / "fold.py"
+    script.write_text(FOLD_ON_A_FULL_DISK)
+    if shutil.which("unshare") is None or subprocess.run(
+        ["unshare", "--mount", "--map-root-user", "true"], capture_output=True
+    ).returncode:
+        pytest.skip("no mount namespaces here (unshare)")
+    mounted = f"mount -t tmpfs -o size=256k tmpfs {small} && exec {sys.executable} {script} {small}"
+    done = subprocess.run(
+        ["unshare", "--mount", "--map-root-user", "sh", "-c", mounted],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.returncode, done.stderr)
+    words = done.stdout.split(maxsplit=2)
+    assert words[:2] == ["OSError", str(errno.ENOSPC)], done.stdout
+    assert "counter_archive.db" not in words[2] and ".new" not in words[2], words[2]
+    assert "'counter_" in words[2], "the dead worker's file was kept"
