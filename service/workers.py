@@ -108,6 +108,16 @@ async def prepare_database(settings: Settings) -> tuple[str, embedded.EmbeddedPo
     return dsn, server
 
 
+def _signal(process: asyncio.subprocess.Process, signum: int) -> None:
+    """`signum` to a worker not yet reaped. By os.kill, not Process.send_signal: on 3.11 that polls the child
+    first and reaps a worker that has just died, whose exit code is then lost (the loop's own wait gets 255,
+    CPython gh-87744). A dead worker's pid is not reused until the loop reaps it, so this reaches the worker or
+    its zombie, never another process."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signum)
+
+
 class Supervisor:
     def __init__(
         self, settings: Settings, dsn: str, directory: pathlib.Path, stopping: asyncio.Event | None = None
@@ -134,10 +144,11 @@ class Supervisor:
     def stop(self) -> None:
         """SIGTERM to every worker running; the worker loops then end instead of restarting."""
         self.stopping.set()
+        self._signal_all(signal.SIGTERM)
+
+    def _signal_all(self, signum: int) -> None:
         for process in self.processes.values():
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGTERM)
+            _signal(process, signum)
 
     def _post(self, index: int, pid: int | None, status: str) -> None:
         """The parent's posts to the board. One that fails (a full disk) is logged and the parent goes on
@@ -158,14 +169,15 @@ class Supervisor:
             return None, f"could not be started ({exc})"
         self.processes[index] = process
         if self.stopping.is_set():  # the stop came while it was being started
-            process.send_signal(signal.SIGTERM)
+            _signal(process, signal.SIGTERM)
         code = await process.wait()
         await self._fold_metrics(index, process.pid)
         return code, describe_exit(code)
 
     async def _fold_metrics(self, index: int, pid: int) -> None:
         """The dead worker's metrics files folded into the archive (service.metrics), in a thread: the fold waits
-        for scrapes in progress, and a worker frozen mid-scrape must not freeze the parent's loop with it."""
+        for scrapes in progress, and a worker frozen mid-scrape must not freeze the parent's loop with it. (Should
+        the thread not start, at a pids limit, the fold may still run later: harmless, it is idempotent.)"""
         try:
             unreadable = await asyncio.to_thread(metrics.fold_dead_process, pid, str(self.metrics_dir))
         except Exception:  # a full disk: its files stay, and are still counted; a restart matters more
@@ -255,10 +267,7 @@ class Supervisor:
         _, pending = await asyncio.wait(seats, timeout=limit)
         if pending:
             log.error("workers still running after %.0f s: killing them", limit, extra={"event": "workers_killed"})
-            for process in self.processes.values():
-                if process.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        process.kill()
+            self._signal_all(signal.SIGKILL)
             await asyncio.wait(pending)
         failed = [seat for seat in seats if seat.exception() is not None or seat.result() != 0]
         for seat in failed:
@@ -300,7 +309,7 @@ async def workers_that_fit(settings: Settings, dsn: str) -> int:
     return count
 
 
-def _wait_on_workers_without_threads() -> None:
+def wait_on_workers_without_threads() -> None:
     """Python 3.11 waits on each child from a thread of its own (ThreadedChildWatcher). At a pids limit, which
     counts threads, the fork can succeed and that thread fail: the worker would run with nobody waiting on it
     or stopping it. A pidfd needs no thread; 3.12 and later use one by default where the kernel has them."""
@@ -317,7 +326,7 @@ def _wait_on_workers_without_threads() -> None:
 
 async def supervise(settings: Settings) -> int:
     """`serve --workers N` with N > 1: the process's exit code."""
-    _wait_on_workers_without_threads()
+    wait_on_workers_without_threads()
     loop = asyncio.get_running_loop()
     started = loop.time()
     # From the first instant: a SIGTERM during the start-up below must not kill this process with the

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -511,3 +512,42 @@ def test_a_full_disk_fails_the_fold_with_an_error_the_parent_survives(tmp_path: 
     assert words[:2] == ["OSError", str(errno.ENOSPC)], done.stdout
     assert "counter_archive.db" not in words[2] and ".new" not in words[2], words[2]
     assert "'counter_" in words[2], "the dead worker's file was kept"
+
+
+class _DiesOnCue(workers.Supervisor):
+    """A supervisor whose one worker kills itself with SIGTERM once the file `cue` exists."""
+
+    cue: pathlib.Path
+
+    def worker_command(self, index: int) -> list[str]:
+        waits = f"while not os.path.exists({str(self.cue)!r}): time.sleep(0.01)"
+        return [sys.executable, "-c", f"import os, signal, time\n{waits}\nos.kill(os.getpid(), signal.SIGTERM)"]
+
+
+async def test_a_worker_dead_as_the_stop_comes_keeps_its_exit_code(tmp_path: pathlib.Path) -> None:
+    """Waiting on workers with pidfds, as supervise() does: a worker has died and its zombie is not reaped yet
+    when the stop's SIGTERM goes out. Its exit code stays its own (-SIGTERM: the stop asked for, exit 0).
+    (Process.send_signal reaped the zombie first, the loop's wait got 255, and the stop came out as failed.)"""
+    supervisor = _DiesOnCue(settings_module.Settings(), "postgresql://unused", tmp_path)
+    supervisor.cue = tmp_path / "die"
+    loop = asyncio.get_running_loop()
+    workers.wait_on_workers_without_threads()
+    running = asyncio.create_task(supervisor.run(1))
+    try:
+        await eventually(lambda: 0 in supervisor.processes, "the worker started", timeout=30)
+        worker = psutil.Process(supervisor.processes[0].pid)
+        supervisor.cue.touch()
+        # Without yielding to the loop, which would reap it: wait until it is a zombie, then stop.
+        deadline = time.monotonic() + 30
+        while worker.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.01)  # noqa: ASYNC251 (blocking the loop is the point: it must not reap the worker)
+        assert worker.status() == psutil.STATUS_ZOMBIE
+        supervisor.stop()
+        assert await asyncio.wait_for(running, timeout=30) == 0
+    finally:
+        supervisor.stop()
+        await asyncio.wait_for(running, timeout=30)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        asyncio.get_event_loop_policy().set_child_watcher(None)  # the default again for the tests after this
+    assert supervisor.board.status(0) == "stopped (signal SIGTERM)"
