@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import threading
 
 READY = "ready"
 
@@ -20,6 +21,9 @@ READY = "ready"
 class Board:
     def __init__(self, directory: pathlib.Path) -> None:
         self.directory = directory
+        # A worker posts from a thread (its readiness loop) and from its loop's thread (draining): one staging
+        # file per process, so one post at a time, or one post's rename takes the other's file from under it.
+        self._posting = threading.Lock()
 
     def _path(self, worker: int) -> pathlib.Path:
         return self.directory / f"worker-{worker}.json"
@@ -27,8 +31,9 @@ class Board:
     def post(self, worker: int, pid: int | None, status: str) -> None:
         """Set `worker`'s entry; a reader sees the old or the new one, never a mix."""
         staging = self.directory / f".worker-{worker}.{os.getpid()}.tmp"
-        staging.write_text(json.dumps({"worker": worker, "pid": pid, "status": status}), encoding="utf-8")
-        staging.replace(self._path(worker))
+        with self._posting:
+            staging.write_text(json.dumps({"worker": worker, "pid": pid, "status": status}), encoding="utf-8")
+            staging.replace(self._path(worker))
 
     def status(self, worker: int) -> str | None:
         """`worker`'s status as last posted; None before any."""
