@@ -26,6 +26,7 @@ import pytest
 
 from service import metrics, workerboard, workers
 from service import settings as settings_module
+from service.app import create_app
 from tests.integration.conftest import future_time, schedule_body
 from tests.integration.test_cli_and_serve import (
     ROOT,
@@ -569,3 +570,23 @@ async def test_a_worker_dead_as_the_stop_comes_keeps_its_exit_code(tmp_path: pat
             loop.remove_signal_handler(signum)
         asyncio.get_event_loop_policy().set_child_watcher(None)  # the default again for the tests after this
     assert supervisor.board.status(0) == "stopped (signal SIGTERM)"
+
+
+async def test_a_worker_whose_board_cannot_be_written_serves_and_stops(
+    settings: settings_module.Settings, aiohttp_server: Any, caplog: pytest.LogCaptureFixture, tmp_path: pathlib.Path
+) -> None:
+    """Every post to the board fails (its directory is gone, as on a full disk it could not be written): the
+    worker logs it, serves, and stops whole. (The post failing killed its readiness loop, and the "draining"
+    post raised out of aiohttp's shutdown, cutting the worker's stop short.)"""
+    seat = workerboard.Seat(0, workerboard.Board(tmp_path / "no-such-board"))
+    with caplog.at_level(logging.WARNING, logger="service.app"):
+        server = await aiohttp_server(create_app(settings, seat))
+        async with aiohttp.ClientSession() as session, session.get(server.make_url("/healthz")) as response:
+            assert response.status == 200
+
+        def not_posted() -> list[str]:
+            return [r.getMessage() for r in caplog.records if getattr(r, "event", None) == "board_not_posted"]
+
+        await eventually(not_posted, "a post logged as failed")
+        await server.close()  # aiohttp's shutdown (the "draining" post), then the cleanup contexts
+    assert any(message.startswith("the readiness board: draining not posted") for message in not_posted())
