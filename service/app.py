@@ -157,23 +157,12 @@ async def drain(app: web.Application, timeout: float) -> bool:
 WORKER_POST_SECONDS = 0.5
 
 
-def _post_to_board(seat: workerboard.Seat, status: str) -> bool:
-    """This worker's status on the board; False, logged, when it cannot be written (a full disk). Readiness is
-    advisory: a post failing must not kill a worker that serves, nor cut its stop short."""
-    try:
-        seat.board.post(seat.index, os.getpid(), status)
-    except OSError as exc:
-        log.warning("the readiness board: %s not posted: %s", status, exc, extra={"event": "board_not_posted"})
-        return False
-    return True
-
-
 async def _post_worker_state(app: web.Application, seat: workerboard.Seat, stop: asyncio.Event) -> None:
     """Keep this worker's entry on the board and its pool gauges current, until `stop`."""
     posted = None
     while not stop.is_set():
         status = ops.own_problem(app) or workerboard.READY
-        if status != posted and await asyncio.to_thread(_post_to_board, seat, status):
+        if status != posted and await asyncio.to_thread(seat.board.post, seat.index, os.getpid(), status):
             posted = status
         probes = app.get(keys.PROBES)
         if probes is not None:
@@ -261,7 +250,7 @@ def create_app(settings: Settings, worker: workerboard.Seat | None = None) -> we
         # aiohttp's shutdown signal: the listener is closed and in-flight requests still run.
         app[keys.LIFECYCLE].state = "draining"
         if worker is not None:
-            _post_to_board(worker, "draining")
+            worker.board.post(worker.index, os.getpid(), "draining")
 
     # Order matters: the engine starts after the database and stops before it. cleanup_ctx runs first among
     # the startup handlers, so mark_ready runs once both are up.

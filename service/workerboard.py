@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import pathlib
 import threading
+
+log = logging.getLogger(__name__)
 
 READY = "ready"
 
@@ -28,12 +31,21 @@ class Board:
     def _path(self, worker: int) -> pathlib.Path:
         return self.directory / f"worker-{worker}.json"
 
-    def post(self, worker: int, pid: int | None, status: str) -> None:
-        """Set `worker`'s entry; a reader sees the old or the new one, never a mix."""
+    def post(self, worker: int, pid: int | None, status: str) -> bool:
+        """Set `worker`'s entry; a reader sees the old or the new one, never a mix. False, logged, when it cannot
+        be written (a full disk): the board is advisory, and a post failing must neither stop the parent
+        supervising nor kill a worker that serves or cut its stop short. The entry then stays as it was, so
+        /readyz may be wrong about that worker until a post works."""
         staging = self.directory / f".worker-{worker}.{os.getpid()}.tmp"
-        with self._posting:
-            staging.write_text(json.dumps({"worker": worker, "pid": pid, "status": status}), encoding="utf-8")
-            staging.replace(self._path(worker))
+        try:
+            with self._posting:
+                staging.write_text(json.dumps({"worker": worker, "pid": pid, "status": status}), encoding="utf-8")
+                staging.replace(self._path(worker))
+        except OSError as exc:
+            log.warning("the readiness board: worker %d %s not posted: %s", worker, status, exc,
+                        extra={"event": "board_not_posted", "worker": worker})  # fmt: skip
+            return False
+        return True
 
     def status(self, worker: int) -> str | None:
         """`worker`'s status as last posted; None before any."""

@@ -150,19 +150,10 @@ class Supervisor:
         for process in self.processes.values():
             _signal(process, signum)
 
-    def _post(self, index: int, pid: int | None, status: str) -> None:
-        """The parent's posts to the board. One that fails (a full disk) is logged and the parent goes on
-        supervising; the entry stays as it was, so /readyz may be wrong about that worker until a post works."""
-        try:
-            self.board.post(index, pid, status)
-        except OSError as exc:
-            log.warning("the readiness board: worker %d %s not posted: %s", index, status, exc,
-                        extra={"event": "board_not_posted", "worker": index})  # fmt: skip
-
     async def _life(self, index: int) -> tuple[int | None, str]:
         """Worker `index` started and waited for: its exit code and how it ended, or None and why it could not
         be started."""
-        self._post(index, None, "starting")
+        self.board.post(index, None, "starting")
         try:
             process = await asyncio.create_subprocess_exec(*self.worker_command(index), env=self.env)
         except OSError as exc:  # the fork refused (EAGAIN at pids.max, ENOMEM), the interpreter gone
@@ -201,21 +192,21 @@ class Supervisor:
             code, ended = await self._life(index)
             pid = None if code is None else self.processes[index].pid
             if self.stopping.is_set():
-                self._post(index, pid, f"stopped ({ended})")
+                self.board.post(index, pid, f"stopped ({ended})")
                 return 0 if code is None or stopped_as_asked(code) else code
             if first_start and code is not None and failed_to_start(code, self.board.status(index)):
                 # It never came up and gave up by itself (a port taken, a bad setting): a restart would fail
                 # the same way.
                 self.failed_to_start = f"worker {index} (pid {pid}) failed to start ({ended})"
                 log.error("%s: stopping", self.failed_to_start, extra={"event": "worker_failed_to_start"})
-                self._post(index, pid, f"failed to start ({ended})")
+                self.board.post(index, pid, f"failed to start ({ended})")
                 self.stop()
                 return code
             if code is not None:
                 first_start = False
             young_deaths = young_deaths_after(young_deaths, loop.time() - started)
             delay = restart_delay(young_deaths)
-            self._post(index, pid, f"down ({ended}), restarting")
+            self.board.post(index, pid, f"down ({ended}), restarting")
             log.warning(
                 "worker %d (pid %s) %s; restarting it in %.1f s",
                 index,
@@ -257,7 +248,7 @@ class Supervisor:
         )  # fmt: skip
         # Every entry is on the board before any worker asks it.
         for index in range(count):
-            self._post(index, None, "starting")
+            self.board.post(index, None, "starting")
         seats = [asyncio.create_task(self.run_worker(index), name=f"worker-{index}") for index in range(count)]
         for seat in seats:
             seat.add_done_callback(self._seat_ended)
